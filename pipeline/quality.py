@@ -1,0 +1,79 @@
+"""Document quality rules in the spirit of Gopher, C4 and FineWeb; each has its own param and drop counter.
+
+`failed_rule(text, params)` returns the name of the first rule a text fails, or None. Rules that judge lines
+(duplicate lines, punctuated lines) apply only to texts with several lines; chats get the length and
+boilerplate rules only (`failed_chat_rule`).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from pipeline.params import Filter
+from pipeline.text import turkish_casefold, words
+
+TERMINAL_PUNCTUATION = (".", "!", "?", "…", '"', "”", "»", ":", ";")
+MIN_LINES_FOR_LINE_RULES = 3
+
+
+def _symbol_ratio(text: str) -> float:
+    chars = [c for c in text if not c.isspace()]
+    symbols = sum(1 for c in chars if not c.isalnum() and c not in ".,;:!?'\"()-–—«»“”’")
+    return symbols / max(len(chars), 1)
+
+
+def _digit_ratio(text: str) -> float:
+    chars = [c for c in text if not c.isspace()]
+    return sum(c.isdigit() for c in chars) / max(len(chars), 1)
+
+
+def _duplicate_line_fraction(lines: list[str]) -> float:
+    counts = Counter(lines)
+    return sum(n for n in counts.values() if n > 1) / len(lines)
+
+
+def _top_bigram_fraction(tokens: list[str]) -> float:
+    """Share of characters covered by the most frequent word bigram (Gopher's repetition signal)."""
+    if len(tokens) < 4:
+        return 0.0
+    bigrams = Counter(zip(tokens, tokens[1:]))
+    (first, second), count = bigrams.most_common(1)[0]
+    return count * (len(first) + len(second)) / max(sum(len(t) for t in tokens), 1)
+
+
+def _boilerplate(text: str, markers: list[str]) -> bool:
+    folded = turkish_casefold(text)
+    return any(marker in folded for marker in markers)
+
+
+def failed_rule(text: str, rules: Filter) -> str | None:
+    tokens = words(text)
+    if not rules.min_words <= len(tokens) <= rules.max_words:
+        return "word_count"
+    mean_length = sum(len(t) for t in tokens) / len(tokens)
+    if not rules.min_mean_word_length <= mean_length <= rules.max_mean_word_length:
+        return "mean_word_length"
+    if _symbol_ratio(text) > rules.max_symbol_ratio:
+        return "symbol_ratio"
+    if _digit_ratio(text) > rules.max_digit_ratio:
+        return "digit_ratio"
+    if _boilerplate(text, rules.boilerplate_markers):
+        return "boilerplate"
+    if _top_bigram_fraction([turkish_casefold(t) for t in tokens]) > rules.max_top_ngram_fraction:
+        return "top_ngram_repetition"
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if len(lines) >= MIN_LINES_FOR_LINE_RULES:
+        if _duplicate_line_fraction(lines) > rules.max_duplicate_line_fraction:
+            return "duplicate_lines"
+        punctuated = sum(line.endswith(TERMINAL_PUNCTUATION) for line in lines) / len(lines)
+        if punctuated < rules.min_punctuated_line_fraction:
+            return "punctuated_lines"
+    return None
+
+
+def failed_chat_rule(messages: list[dict], rules: Filter) -> str | None:
+    answer_words = sum(len(words(m["content"])) for m in messages if m["role"] == "assistant")
+    if answer_words == 0:
+        return "word_count"
+    if any(_boilerplate(m["content"], rules.boilerplate_markers) for m in messages):
+        return "boilerplate"
+    return None

@@ -1,0 +1,28 @@
+"""Turkish-aware text normalisation: NFC, Turkish case folding, words."""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+WORD = re.compile(r"\w+", re.UNICODE)
+# str.lower() maps "I" to "i" and "İ" to "i̇" (with a combining dot); Turkish pairs are I/ı and İ/i.
+TURKISH_UPPER = str.maketrans({"I": "ı", "İ": "i"})
+
+
+def normalise(text: str) -> str:
+    """NFC, so that the same Turkish letter is always the same code point; trailing spaces and CRs dropped."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    return "\n".join(line.rstrip() for line in text.split("\n")).strip()
+
+
+def turkish_casefold(text: str) -> str:
+    return text.translate(TURKISH_UPPER).lower()
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text)
+
+
+def dedup_key(text: str) -> str:
+    """The form two texts share when they are the same text: folded case, single spaces."""
+    return " ".join(words(turkish_casefold(normalise(text))))

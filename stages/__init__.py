@@ -1,0 +1,1 @@
+"""The pipeline's stages, in dvc.yaml order: prepare, filter, tokenize, train, evaluate (and base_model)."""
