@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from transformers.integrations import DVCLiveCallback
 
 from pipeline.errors import PipelineError
 from pipeline.models import load_causal_lm, load_tokenizer, source
@@ -26,6 +27,14 @@ CHECKPOINTS = Path("models/checkpoints")
 LIVE = Path("reports/train")
 FINGERPRINT = CHECKPOINTS / "fingerprint.json"
 log = logging.getLogger("train")
+
+
+class LiveCallback(DVCLiveCallback):
+    """transformers' DVCLiveCallback counts its own steps (one per log call); plots need the optimizer step."""
+
+    def on_log(self, args, state, control, **kwargs):
+        self.live.step = state.global_step
+        super().on_log(args, state, control, **kwargs)
 
 
 def fingerprint(params: Params) -> dict:
@@ -80,9 +89,8 @@ def load_model(params: Params, cuda: bool):
 
 
 def run(params: Params) -> dict:
-    from datasets import load_from_disk
+    import datasets
     from peft import LoraConfig
-    from transformers.integrations import DVCLiveCallback
     from trl import SFTConfig, SFTTrainer
 
     if not (DATA / "train").is_dir():
@@ -90,7 +98,10 @@ def run(params: Params) -> dict:
     train = params.train
     cuda = torch.cuda.is_available()
     tokenizer = load_tokenizer()
-    train_rows, validation_rows = load_from_disk(str(DATA / "train")), load_from_disk(str(DATA / "validation"))
+    # Otherwise TRL's dataset preparation writes cache files into data/tokenized, a DVC output of tokenize.
+    datasets.disable_caching()
+    train_rows = datasets.load_from_disk(str(DATA / "train"))
+    validation_rows = datasets.load_from_disk(str(DATA / "validation"))
     checkpoint = resumable_checkpoint(params)
     model = load_model(params, cuda)
     lora = LoraConfig(
@@ -131,7 +142,7 @@ def run(params: Params) -> dict:
         from dvclive import Live
 
         live = Live(str(LIVE), resume=checkpoint is not None, save_dvc_exp=False, dvcyaml=False)
-        callbacks.append(DVCLiveCallback(live=live))
+        callbacks.append(LiveCallback(live))
     trainer = SFTTrainer(
         model=model,
         args=config,

@@ -1,0 +1,67 @@
+"""The whole pipeline through DVC in a copy of the repository: the demo's overlay on a tiny Gemma."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+BIN = str(Path(sys.executable).parent)
+
+
+def sh(*command, check=True):
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture
+def tiny_overlay(project, tiny_model_dir):
+    """configs/demo.yaml with the tiny model in place of the 270M and a few fast steps."""
+    overlay = yaml.safe_load(Path("configs/demo.yaml").read_text())
+    overlay["model"] = {"id": str(tiny_model_dir), "gguf_package": None}
+    overlay["tokenize"] = {"max_seq_length": 128}
+    overlay["train"].update(max_steps=6, per_device_train_batch_size=4, learning_rate=2e-2, eval_steps=3,
+                            save_steps=3, logging_steps=1)
+    path = project / "tiny.yaml"
+    path.write_text(yaml.safe_dump(overlay, allow_unicode=True))
+    return path
+
+
+def test_demo_pipeline_end_to_end_then_nothing_reruns(tiny_overlay):
+    sh(sys.executable, "-m", "pipeline.experiment", str(tiny_overlay))
+
+    report = json.loads(Path("reports/eval.json").read_text())["validation"]
+    assert report["tuned"]["perplexity"] < report["base"]["perplexity"]
+    assert report["base"]["tokens"] == report["tuned"]["tokens"] > 0
+    assert Path("models/adapter/adapter_config.json").exists()
+    assert list(Path("data/filtered/train").glob("part-*.parquet"))
+    filtered = json.loads(Path("reports/filter.json").read_text())["sources"]
+    assert filtered["web"]["dropped"]["language"] >= 6  # the English and Azerbaijani posts
+    assert filtered["openhermes"]["dropped"]["language"] >= 3  # English chats and the English answer
+    metrics = json.loads(Path("reports/train/metrics.json").read_text())
+    assert metrics["step"] == 6  # the optimizer step, not dvclive's count of log calls
+
+    again = sh("dvc", "repro")
+    assert "Running stage" not in again.stdout, again.stdout
+    assert "up to date" in again.stdout
+
+
+def test_dag_is_prepare_filter_tokenize_train_evaluate(project):
+    edges = sh("dvc", "dag", "--dot").stdout
+    for upstream, downstream in [("prepare", "filter"), ("filter", "tokenize"), ("tokenize", "train"),
+                                 ("train", "evaluate"), ("base_model", "tokenize")]:
+        assert f'"{upstream}" -> "{downstream}"' in edges, edges
+
+
+def test_a_typo_in_the_overlay_stops_before_dvc_runs(project):
+    bad = project / "bad.yaml"
+    bad.write_text("train:\n  lora_rank: 8\n")
+    result = sh(sys.executable, "-m", "pipeline.experiment", str(bad), check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"error: params.yaml + {bad}: train.lora_rank: unknown key"
+    assert not Path("data").exists()

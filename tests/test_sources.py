@@ -1,0 +1,125 @@
+"""Each source format on rows in the exact Hub schemas (../shared/reference/sources.md), and bad input."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.params import Source
+from pipeline.sources import BadRow, Record, Skip, records, to_row
+
+TR = "Ankara, Türkiye'nin başkentidir ve İç Anadolu Bölgesi'nde yer alır."
+
+
+def convert(fmt, row):
+    return to_row(Source(name="s", path="x.jsonl", format=fmt), Record("x.jsonl:1", row))
+
+
+def test_text_oscar2019_row():
+    row = convert("text", {"id": 7, "text": TR})
+    assert row == {"id": "7", "source": "s", "kind": "text", "text": TR, "messages": None,
+                   "meta": {"url": None, "title": None}}
+
+
+def test_text_fineweb2_row_keeps_url():
+    fineweb = {"text": TR, "id": "<urn:uuid:1>", "dump": "CC-MAIN-2024-10", "url": "https://ornek.com.tr/a",
+               "date": "2024-02-21T00:00:00Z", "file_path": "s3://x", "language": "tur", "language_score": 0.99,
+               "language_script": "Latn", "minhash_cluster_size": 3, "top_langs": "{}"}
+    row = convert("text", fineweb)
+    assert (row["id"], row["meta"]["url"]) == ("<urn:uuid:1>", "https://ornek.com.tr/a")
+
+
+def oscar2301(label="tr", warnings=()):
+    return {"id": 1, "text": TR, "meta": {
+        "warc_headers": {"warc-target-uri": "https://ornek.com.tr/", "warc-record-id": "<urn:uuid:2>"},
+        "identification": {"label": label, "prob": 0.98}, "harmful_pp": 1200.5, "tlsh": "T1...",
+        "quality_warnings": list(warnings), "categories": [], "sentence_identifications": []}}
+
+
+def test_oscar2301_row_and_its_own_drops():
+    assert convert("oscar", oscar2301())["meta"]["url"] == "https://ornek.com.tr/"
+    with pytest.raises(Skip, match="source_language"):
+        convert("oscar", oscar2301(label="az"))
+    with pytest.raises(Skip, match="source_quality_warning"):
+        convert("oscar", oscar2301(warnings=["short_sentences"]))
+
+
+def test_wikipedia_joins_title_and_text():
+    row = convert("wikipedia", {"id": "12", "url": "https://tr.wikipedia.org/wiki/Ankara", "title": "Ankara",
+                                "text": "Türkiye'nin başkentidir."})
+    assert row["text"] == "Ankara\n\nTürkiye'nin başkentidir."
+    assert row["meta"] == {"url": "https://tr.wikipedia.org/wiki/Ankara", "title": "Ankara"}
+
+
+def test_sharegpt_openhermes_roles_and_content_id():
+    conversation = {"conversations": [
+        {"from": "system", "value": "Yardımcı ol.", "weight": None},
+        {"from": "human", "value": "Başkent neresi?", "weight": None},
+        {"from": "gpt", "value": "Ankara.", "weight": 1.0}],
+        "source": "airoboros2.2", "category": "orca", "id": None, "language": None, "model": None}
+    row = convert("sharegpt", conversation)
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+    assert row["kind"] == "chat" and row["text"] is None
+    assert row["id"] == convert("sharegpt", conversation)["id"] and len(row["id"]) == 20
+
+
+def test_alpaca_with_english_and_turkish_columns():
+    english = convert("alpaca", {"instruction": "Özetle:", "input": "Uzun metin.", "output": "Kısa."})
+    turkish = convert("alpaca", {"talimat": "Özetle:", "giriş": "Uzun metin.", "çıktı": "Kısa."})
+    assert english["messages"] == turkish["messages"] == [
+        {"role": "user", "content": "Özetle:\n\nUzun metin."}, {"role": "assistant", "content": "Kısa."}]
+
+
+def test_aya_keeps_turkish_rows_only():
+    row = {"inputs": "Başkent neresi?", "targets": "Ankara.", "language": "Turkish", "language_code": "tur",
+           "annotation_type": "original-annotations", "user_id": "u1"}
+    assert convert("aya", row)["messages"][1]["content"] == "Ankara."
+    with pytest.raises(Skip):
+        convert("aya", {**row, "language": "English", "language_code": "eng"})
+
+
+def test_messages_format():
+    row = convert("messages", {"messages": [{"role": "user", "content": "Selam"},
+                                            {"role": "assistant", "content": "Merhaba!"}]})
+    assert row["messages"][1] == {"role": "assistant", "content": "Merhaba!"}
+
+
+@pytest.mark.parametrize("fmt,row,reason", [
+    ("text", {"id": 1}, "field 'text' is NoneType"),
+    ("text", {"id": 1, "text": 5}, "field 'text' is int"),
+    ("text", {"id": 1, "text": "   "}, "field 'text' is empty"),
+    ("sharegpt", {"conversations": [{"from": "robot", "value": "x"}]}, "unknown conversation role"),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "soru"}]}, "needs at least one user and one assistant"),
+    ("messages", {"messages": "not a list"}, "not a non-empty list"),
+    ("text", ["a", "list"], "row is list"),
+])
+def test_malformed_rows_say_why(fmt, row, reason):
+    with pytest.raises(BadRow, match=reason):
+        convert(fmt, row)
+
+
+def test_local_jsonl_reports_file_and_line_of_bad_lines(tmp_path):
+    path = tmp_path / "web.jsonl"
+    path.write_bytes(json.dumps({"id": 1, "text": TR}).encode() + b"\n{not json\n" + b'{"text": "\xff\xfe"}\n')
+    got = list(records(Source(name="web", path=str(path), format="text"), 0))
+    assert [r.location for r in got] == [f"{path}:1", f"{path}:2", f"{path}:3"]
+    assert "malformed JSON" in str(got[1].row) and "invalid UTF-8" in str(got[2].row)
+
+
+def test_directory_and_glob_sources_read_in_sorted_order(tmp_path):
+    for name, text in (("b.parquet", "ikinci"), ("a.parquet", "birinci")):
+        pq.write_table(pa.Table.from_pylist([{"id": name, "text": text}]), tmp_path / name)
+    for path in (str(tmp_path), str(tmp_path / "*.parquet")):
+        assert [r.row["text"] for r in records(Source(name="s", path=path, format="text"), 0)] == ["birinci", "ikinci"]
+
+
+def test_missing_local_path_names_the_param(tmp_path):
+    with pytest.raises(PipelineError, match=r"data.sources\[2\].path: no .json/.jsonl/.parquet file"):
+        list(records(Source(name="s", path=str(tmp_path / "none.jsonl"), format="text"), 2))
+
+
+def test_unreachable_hub_dataset_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PipelineError, match=r"source 'wiki': cannot load Hub dataset 'wikimedia/wikipedia'"):
+        list(records(Source(name="wiki", path="wikimedia/wikipedia", config="20231101.tr", format="wikipedia"), 0))
