@@ -49,3 +49,35 @@ def load_causal_lm(base: Path = BASE, **kwargs):
     name, revision = reference(base)
     kwargs.setdefault("dtype", torch.float32)
     return AutoModelForCausalLM.from_pretrained(name, revision=revision, attn_implementation="sdpa", **kwargs)
+
+
+def load_base(base: Path = BASE):
+    """The base model as training and evaluation use it: 4-bit NF4 with bf16 compute on CUDA (QLoRA),
+    fp32 on CPU, where bitsandbytes' 4-bit layers and bf16 matmuls are too slow to train."""
+    import os
+
+    if not torch.cuda.is_available():
+        return load_causal_lm(base)
+    from transformers import BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    # One whole 4-bit copy per process; never device_map="auto", which splits layers and breaks DeepSpeed/DDP.
+    device_map = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    return load_causal_lm(base, dtype=torch.bfloat16, quantization_config=quantization, device_map=device_map)
+
+
+def lora_target_regex(modules: list[str]) -> str:
+    """The language model's projections only: vision and audio towers also have q_proj/k_proj/v_proj, and
+    Gemma 4's audio tower uses layers PEFT rejects."""
+    return rf"^(?!.*(vision|audio)).*\.({'|'.join(modules)})$"
+
+
+def needs_token_type_ids(model) -> bool:
+    """Gemma 3 4B+ load as Gemma3ForConditionalGeneration, which in training requires token_type_ids
+    (all zeros for text); TRL's collator does not add them."""
+    return type(model).__name__ == "Gemma3ForConditionalGeneration"

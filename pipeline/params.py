@@ -93,6 +93,8 @@ class Train(Section):
     lora_dropout: float = Field(ge=0, lt=1)
     lora_target_modules: list[str] = Field(min_length=1)
     gradient_checkpointing: bool
+    accelerate_config: str  # the launcher config of the train stage (configs/accelerate/)
+    liger: bool  # Liger's RMSNorm/GeGLU/RoPE kernels (CUDA; needs liger-kernel installed)
     eval_steps: int = Field(gt=0)
     save_steps: int = Field(gt=0)
     logging_steps: int = Field(gt=0)

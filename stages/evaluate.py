@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from pipeline.chat import IGNORE
 from pipeline.errors import PipelineError
-from pipeline.models import load_causal_lm
+from pipeline.models import load_base
 from pipeline.outputs import write_json
 from pipeline.params import Params
 
@@ -62,8 +62,7 @@ def run(params: Params) -> dict:
     if params.evaluate.max_rows:
         rows = rows.select(range(min(params.evaluate.max_rows, len(rows))))
     rows = rows.select_columns(["input_ids", "labels"]).to_list()
-    cuda = torch.cuda.is_available()
-    base = load_causal_lm(dtype=torch.bfloat16 if cuda else torch.float32, device_map="cuda" if cuda else None)
+    base = load_base()
     model = PeftModel.from_pretrained(base, str(ADAPTER)).eval()
     pad_id = base.config.pad_token_id or 0
     with model.disable_adapter():

@@ -17,14 +17,15 @@ import torch
 from transformers.integrations import DVCLiveCallback
 
 from pipeline.errors import PipelineError
-from pipeline.models import load_causal_lm, load_tokenizer, source
-from pipeline.outputs import atomic_dir
+from pipeline.models import load_base, load_tokenizer, lora_target_regex, needs_token_type_ids, source
+from pipeline.outputs import atomic_dir, write_json
 from pipeline.params import Params
 
 DATA = Path("data/tokenized")
 ADAPTER = Path("models/adapter")
 CHECKPOINTS = Path("models/checkpoints")
 LIVE = Path("reports/train")
+REPORT = Path("reports/train.json")
 FINGERPRINT = CHECKPOINTS / "fingerprint.json"
 log = logging.getLogger("train")
 
@@ -35,6 +36,15 @@ class LiveCallback(DVCLiveCallback):
     def on_log(self, args, state, control, **kwargs):
         self.live.step = state.global_step
         super().on_log(args, state, control, **kwargs)
+
+
+def live_callbacks(resume: bool) -> list:
+    try:
+        from dvclive import Live
+    except ImportError:  # e.g. a bare GPU box running the stage by hand; the project's image has dvclive
+        log.warning("dvclive is not installed: no metrics or plots in %s", LIVE)
+        return []
+    return [LiveCallback(Live(str(LIVE), resume=resume, save_dvc_exp=False, dvcyaml=False))]
 
 
 def fingerprint(params: Params) -> dict:
@@ -71,21 +81,23 @@ def resumable_checkpoint(params: Params) -> str | None:
 def load_model(params: Params, cuda: bool):
     if not cuda:
         log.info("no CUDA device: plain LoRA in fp32 (bitsandbytes 4-bit and bf16 training need a GPU)")
-        return load_causal_lm()
+        return load_base()
     from peft import prepare_model_for_kbit_training
-    from transformers import BitsAndBytesConfig
 
-    quantization = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+    # TRL 1.16 no longer calls this itself; it upcasts norms and the embedding to fp32 for stable training.
+    return prepare_model_for_kbit_training(
+        load_base(), use_gradient_checkpointing=params.train.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
     )
-    # One full copy of the 4-bit model per process; never device_map="auto" (it breaks DeepSpeed and DDP).
-    device_map = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = load_causal_lm(dtype=torch.bfloat16, quantization_config=quantization, device_map=device_map)
-    # TRL 1.16 no longer does this itself.
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.train.gradient_checkpointing)
+
+
+def with_token_type_ids(collator):
+    def collate(examples):
+        batch = collator(examples)
+        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        return batch
+
+    return collate
 
 
 def run(params: Params) -> dict:
@@ -108,7 +120,7 @@ def run(params: Params) -> dict:
         r=train.lora_r,
         lora_alpha=train.lora_alpha,
         lora_dropout=train.lora_dropout,
-        target_modules=train.lora_target_modules,
+        target_modules=lora_target_regex(train.lora_target_modules),
         task_type="CAUSAL_LM",
     )
     config = SFTConfig(
@@ -122,6 +134,8 @@ def run(params: Params) -> dict:
         lr_scheduler_type=train.lr_scheduler_type,
         warmup_steps=train.warmup_steps,
         gradient_checkpointing=train.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        use_liger_kernel=train.liger,
         max_length=params.tokenize.max_seq_length,
         packing=False,
         bf16=cuda,  # never fp16: Gemma 3/4 overflow in it
@@ -139,10 +153,7 @@ def run(params: Params) -> dict:
     )
     callbacks = []
     if int(os.environ.get("RANK", 0)) == 0:
-        from dvclive import Live
-
-        live = Live(str(LIVE), resume=checkpoint is not None, save_dvc_exp=False, dvcyaml=False)
-        callbacks.append(LiveCallback(live))
+        callbacks += live_callbacks(resume=checkpoint is not None)
     trainer = SFTTrainer(
         model=model,
         args=config,
@@ -152,15 +163,38 @@ def run(params: Params) -> dict:
         peft_config=lora,
         callbacks=callbacks,
     )
+    if needs_token_type_ids(model):
+        trainer.data_collator = with_token_type_ids(trainer.data_collator)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    report = summary(trainer, result, cuda)
     if trainer.is_world_process_zero():
         with atomic_dir(ADAPTER) as out:
             trainer.model.save_pretrained(out)
             tokenizer.save_pretrained(out)
         for callback in callbacks:
             callback.live.end()
-    log.info("trained %d steps, final train loss %.4f", result.global_step, result.training_loss)
-    return {"global_step": result.global_step, "train_loss": result.training_loss}
+        write_json(REPORT, report)
+    log.info("train: %s", report)
+    return report
+
+
+def summary(trainer, result, cuda: bool) -> dict:
+    """What the run cost: steps, real (non-padding) tokens per second and per GPU, peak GPU memory."""
+    world = trainer.args.world_size
+    tokens = next((entry["num_tokens"] for entry in reversed(trainer.state.log_history) if "num_tokens" in entry), 0)
+    runtime = result.metrics.get("train_runtime", 0.0)
+    return {
+        "global_step": result.global_step,
+        "train_loss": round(result.training_loss, 5),
+        "runtime_s": round(runtime, 1),
+        "tokens": int(tokens),
+        "tokens_per_second_per_device": round(tokens / runtime / world, 1) if runtime else None,
+        "devices": world,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+    }
 
 
 if __name__ == "__main__":

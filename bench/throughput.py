@@ -1,0 +1,163 @@
+"""Training throughput of QLoRA configurations on one GPU: real (non-padding) tokens/s, peak memory, MFU.
+
+    python bench/throughput.py MODEL_DIR --variants seed_fixed seed_variable --steps 10 --name NAME
+
+Each variant runs in a fresh process (clean peak-memory figures; DeepSpeed and compiled kernels hold
+process-wide state). Rows are random token ids: speed does not depend on the values. Fixed-length rows are
+all `seq` tokens; variable-length rows draw lengths like web and Wikipedia documents (log-normal, median ~600
+tokens, clipped to 128..seq). The first 3 steps are warm-up and not timed.
+
+MFU counts 6 x (parameters that multiply every token: the decoder's matrices and the LM head) per real token,
+plus attention's 12 x layers x seq x hidden per token over the causal half, against the card's dense bf16
+peak (H100/H200 SXM: 989 TFLOP/s, datasheet).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PEAK_BF16_FLOPS = 989e12
+VARIANTS = {
+    # the seed's configuration: batch 4 x 2048, no packing, gradient checkpointing, SDPA
+    "seed_fixed": dict(lengths="fixed", packing=False, liger=False),
+    "seed_variable": dict(lengths="variable", packing=False, liger=False),
+}
+WARMUP = 3
+
+
+def lengths(kind: str, rows: int, seq: int, seed: int = 0) -> list[int]:
+    import numpy as np
+
+    if kind == "fixed":
+        return [seq] * rows
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.lognormal(mean=np.log(600), sigma=0.9, size=rows), 128, seq).astype(int).tolist()
+
+
+def model_flops_per_token(config, seq_mean: float) -> float:
+    text = getattr(config, "text_config", config)
+    d, layers = text.hidden_size, text.num_hidden_layers
+    q = text.num_attention_heads * text.head_dim
+    kv = text.num_key_value_heads * text.head_dim
+    per_layer = d * (q + 2 * kv) + q * d + 3 * d * text.intermediate_size
+    matrices = layers * per_layer + d * text.vocab_size
+    attention = 12 * layers * seq_mean * q / 2
+    return 6 * matrices + attention
+
+
+def run_variant(model_dir: Path, name: str, steps: int, batch: int, seq: int) -> dict:
+    import datasets
+    import torch
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from pipeline.models import load_base, load_tokenizer, lora_target_regex
+
+    variant = VARIANTS[name]
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_base(model_dir)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    vocab = model.config.get_text_config().vocab_size
+    row_lengths = lengths(variant["lengths"], batch * (steps + 1), seq)
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randint(10, vocab, (n,), generator=generator).tolist() for n in row_lengths]
+    data = datasets.Dataset.from_dict({"input_ids": rows, "labels": rows})
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.ends = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            torch.cuda.synchronize()
+            self.ends.append(time.perf_counter())
+
+    timer = Timer()
+    config = SFTConfig(
+        output_dir=f"/tmp/bench-{name}", max_steps=steps, per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1, learning_rate=2e-4, gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=True, max_length=seq,
+        packing=variant["packing"], use_liger_kernel=variant["liger"], logging_steps=1, report_to="none",
+        save_strategy="no", dataloader_num_workers=0, seed=0,
+    )
+    lora = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
+                      target_modules=lora_target_regex(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                        "up_proj", "down_proj"]))
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
+                         peft_config=lora, callbacks=[timer])
+    torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    tokens = [e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e]
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    timed_tokens = tokens[-1] - tokens[WARMUP - 1]
+    seconds = timer.ends[-1] - timer.ends[WARMUP - 1]
+    rate = timed_tokens / seconds
+    mean_len = sum(row_lengths) / len(row_lengths)
+    return {
+        "variant": name, **variant, "batch": batch, "seq": seq, "steps_timed": steps - WARMUP,
+        "real_tokens_per_second": round(rate, 1),
+        "padding_share": round(1 - mean_len / max(row_lengths), 3) if not variant["packing"] else 0.0,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "mfu": round(rate * model_flops_per_token(model.config, mean_len) / PEAK_BF16_FLOPS, 4),
+        "loss_first_last": [losses[0], losses[-1]],
+        "seconds_per_step": round(seconds / (steps - WARMUP), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=2048)
+    parser.add_argument("--name", default="throughput")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_variant(args.model, args.one, args.steps, args.batch, args.seq)))
+        return
+
+    import torch
+
+    results = []
+    for name in args.variants:
+        command = [sys.executable, __file__, str(args.model), "--one", name, "--steps", str(args.steps),
+                   "--batch", str(args.batch), "--seq", str(args.seq)]
+        output = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            print(output.stdout[-2000:], output.stderr[-4000:])
+            results.append({"variant": name, "error": output.stderr.strip().splitlines()[-1:]})
+            continue
+        results.append(json.loads(line[len("RESULT "):]))
+    base = next((r for r in results if r["variant"] == "seed_fixed" and "error" not in r), None)
+    print(f"\n{'variant':<16}{'real tok/s':>12}{'peak GiB':>10}{'MFU':>8}{'x seed':>8}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['variant']:<16} error: {r['error']}")
+            continue
+        ratio = r["real_tokens_per_second"] / base["real_tokens_per_second"] if base else float("nan")
+        print(f"{r['variant']:<16}{r['real_tokens_per_second']:>12.0f}{r['peak_memory_gib']:>10.2f}"
+              f"{r['mfu']:>8.3f}{ratio:>8.2f}")
+    out = {"card": torch.cuda.get_device_name(), "model": str(args.model), "torch": torch.__version__,
+           "results": results}
+    path = ROOT / "bench/results" / f"{args.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], path.name).write_text(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
