@@ -39,6 +39,7 @@ class Source(Section):
     split: str = "train"
     revision: Optional[str] = None
     max_samples: Optional[int] = Field(default=None, gt=0)
+    weight: float = Field(default=1.0, gt=0)  # share of tokenize.max_train_tokens, relative to the others
 
 
 class Data(Section):
@@ -73,11 +74,23 @@ class Filter(Section):
     near_dedup_threshold: float = Field(gt=0, le=1)
     minhash_permutations: int = Field(gt=0)
     validation_fraction: float = Field(gt=0, lt=1)
+    decontamination_ngram: int = Field(ge=5)  # words; 13 as in GPT-3's decontamination
+    decontamination_files: list[str]  # local benchmark texts to protect (besides the validation split)
 
 
 class Tokenize(Section):
     max_seq_length: int = Field(gt=8)
-    packing: bool
+    packing: bool  # best-fit-decreasing packing of the train split, documents kept apart by position ids
+    max_train_tokens: Optional[int] = Field(default=None, gt=0)  # budget, split by data.sources[].weight
+    seed: int
+
+
+class Hardware(Section):
+    """What a run costs: real tokens per second per GPU of the configured model, and the pod's price."""
+
+    tokens_per_second: float = Field(gt=0)
+    gpus: int = Field(gt=0)
+    usd_per_hour: float = Field(ge=0)
 
 
 class Train(Section):
@@ -111,6 +124,7 @@ class Params(Section):
     data: Data
     filter: Filter
     tokenize: Tokenize
+    hardware: Hardware
     train: Train
     evaluate: Evaluate
 

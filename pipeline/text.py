@@ -5,8 +5,6 @@ import re
 import unicodedata
 
 WORD = re.compile(r"\w+", re.UNICODE)
-# str.lower() maps "I" to "i" and "İ" to "i̇" (with a combining dot); Turkish pairs are I/ı and İ/i.
-TURKISH_UPPER = str.maketrans({"I": "ı", "İ": "i"})
 
 
 def normalise(text: str) -> str:
@@ -16,7 +14,9 @@ def normalise(text: str) -> str:
 
 
 def turkish_casefold(text: str) -> str:
-    return text.translate(TURKISH_UPPER).lower()
+    # str.lower() maps "I" to "i" and "İ" to "i̇" (with a combining dot); Turkish pairs are I/ı and İ/i.
+    # (str.replace, not str.translate: translate with a mapping was the filter's slowest call.)
+    return text.replace("I", "ı").replace("İ", "i").lower()
 
 
 def words(text: str) -> list[str]:

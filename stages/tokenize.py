@@ -2,8 +2,11 @@
 
 Texts become BOS + text + EOS, cut into `tokenize.max_seq_length` chunks; chats keep the loss on assistant
 turns only (pipeline.chat) and are dropped, counted, when longer than max_seq_length or refused by the
-template. Output: data/tokenized/{train,validation} (HF datasets on disk: input_ids, labels, length, source)
-and reports/tokens.json.
+template. The train split is then cut to `tokenize.max_train_tokens` (each source's share set by its
+`weight`, rows drawn in a seeded order) and, with `tokenize.packing`, packed best-fit-decreasing into rows of
+max_seq_length whose `seq_lengths` keep the documents apart (TRL turns them into position ids).
+Output: data/tokenized/{train,validation} (HF datasets on disk: input_ids, labels, length, source) and
+reports/tokens.json, with what training on them will cost (params `hardware`).
 """
 from __future__ import annotations
 
@@ -67,8 +70,48 @@ def split_report(dataset) -> dict:
     return report
 
 
+def budget(dataset, params: Params, report: dict):
+    """Rows of the train split within tokenize.max_train_tokens, each source's share by its weight;
+    a source with fewer tokens than its share gives all it has. Deterministic: a seeded order per source."""
+    limit = params.tokenize.max_train_tokens
+    if limit is None:
+        return dataset
+    weights = {s.name: s.weight for s in params.data.sources}
+    columns = dataset.select_columns(["source", "length"]).to_pandas()
+    total_weight = sum(weights.get(name, 1.0) for name in columns["source"].unique())
+    chosen = []
+    for name, group in columns.groupby("source", sort=True):
+        share = limit * weights.get(name, 1.0) / total_weight
+        order = group.sample(frac=1.0, random_state=params.tokenize.seed)
+        within = order[order["length"].cumsum() <= share]
+        chosen += within.index.tolist()
+        report[name]["budget"] = {"share_tokens": int(share), "rows": len(within), "tokens": int(within["length"].sum())}
+    return dataset.select(sorted(chosen))
+
+
+def cost(tokens: int, params: Params) -> dict:
+    """GPU hours and USD for the configured epochs at the measured throughput."""
+    hardware = params.hardware
+    seen = tokens * params.train.num_train_epochs
+    if params.train.max_steps > 0:
+        seen = None  # max_steps decides, not epochs; the estimate below is then per epoch
+    per_epoch_hours = tokens / (hardware.tokens_per_second * hardware.gpus) / 3600
+    hours = per_epoch_hours * (params.train.num_train_epochs if seen is not None else 1)
+    return {
+        "train_tokens_per_epoch": tokens,
+        "epochs": params.train.num_train_epochs if seen is not None else "max_steps",
+        "tokens_per_second_per_gpu": hardware.tokens_per_second,
+        "gpus": hardware.gpus,
+        "gpu_hours": round(hours * hardware.gpus, 2),
+        "wall_hours": round(hours, 2),
+        "usd": round(hours * hardware.usd_per_hour, 2),
+        "note": "real (non-padding) tokens at the measured rate of bench/; unpacked variable-length rows run slower",
+    }
+
+
 def run(params: Params) -> dict:
     import datasets
+    from trl import pack_dataset
 
     datasets.disable_caching()
     tokenizer = load_tokenizer()
@@ -94,12 +137,20 @@ def run(params: Params) -> dict:
             )
             report["splits"][split] = split_report(tokens)
             kept = tokens.filter(lambda status: status == "ok", input_columns="status").remove_columns("status")
+            if split == "train":
+                kept = budget(kept, params, report["splits"][split])
             if len(kept) == 0:
                 raise PipelineError(f"tokenize: no {split} rows left (see {REPORT}); raise tokenize.max_seq_length")
             learned = sum(sum(label != IGNORE for label in labels) for labels in kept["labels"])
             report["splits"][split]["_total"] = {"rows": len(kept), "tokens": sum(kept["length"]), "learned": learned}
+            if split == "train" and params.tokenize.packing:
+                # Only train: evaluation scores documents one by one.
+                kept = pack_dataset(kept.select_columns(["input_ids", "labels"]), max_length, strategy="bfd")
+                report["splits"][split]["_total"]["packed_rows"] = len(kept)
             kept.save_to_disk(str(out / split))
+    report["cost"] = cost(report["splits"]["train"]["_total"]["tokens"], params)
     write_json(REPORT, report)
+    log.info("cost: %s", report["cost"])
     log.info("tokens: %s", {split: r["_total"] for split, r in report["splits"].items()})
     return report
 

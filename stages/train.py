@@ -114,8 +114,11 @@ def run(params: Params) -> dict:
     datasets.disable_caching()
     train_rows = datasets.load_from_disk(str(DATA / "train"))
     validation_rows = datasets.load_from_disk(str(DATA / "validation"))
+    packed = "seq_lengths" in train_rows.column_names
     checkpoint = resumable_checkpoint(params)
     model = load_model(params, cuda)
+    # No KV cache in training; with packed rows it must be off for SDPA to mask by position ids.
+    model.config.use_cache = False
     lora = LoraConfig(
         r=train.lora_r,
         lora_alpha=train.lora_alpha,
@@ -136,7 +139,10 @@ def run(params: Params) -> dict:
         gradient_checkpointing=train.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         use_liger_kernel=train.liger,
-        max_length=params.tokenize.max_seq_length,
+        # Packed rows (tokenize.packing) carry seq_lengths; TRL turns them into per-document position ids,
+        # which keep documents from attending to each other. Rows are already at most max_seq_length.
+        max_length=None if packed else params.tokenize.max_seq_length,
+        padding_free=packed,
         packing=False,
         bf16=cuda,  # never fp16: Gemma 3/4 overflow in it
         use_cpu=not cuda,

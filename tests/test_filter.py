@@ -1,6 +1,7 @@
 """Language ID, quality rules, dedup and the filter stage's split, on texts written for these tests."""
 import pytest
 
+from pipeline.decontaminate import Contamination
 from pipeline.dedup import Deduplicator
 from pipeline.language import TurkishDetector
 from pipeline.quality import failed_rule
@@ -76,7 +77,9 @@ def test_clean_turkish_passes_every_rule(params):
 
 def test_exact_and_near_duplicates():
     dedup = Deduplicator(threshold=0.8, permutations=128)
-    long_turkish = " ".join([TURKISH, TURKISH_MORE])
+    third = ("Akşamüstü komşularımız bize uğradı ve bahçede birlikte çay içtik. Çocuklar top oynarken biz de "
+             "eski günlerden, okul yıllarından ve yaz tatillerinden konuştuk. Güneş batınca herkes evine döndü.")
+    long_turkish = " ".join([TURKISH, TURKISH_MORE, third])  # ~90 words: one changed word keeps Jaccard ~0.9
     assert dedup.check(dedup_key(long_turkish)) is None
     turkish_upper = long_turkish.translate(str.maketrans({"i": "İ", "ı": "I"})).upper()
     assert dedup.check(dedup_key(turkish_upper)) == "exact_duplicate"
@@ -96,8 +99,8 @@ def test_a_chat_needs_every_user_and_assistant_turn_in_turkish(params, lingua):
 
     counts = Counter()
     rows = [chat(TURKISH, TURKISH.replace("sahilde", "parkta")), chat(TURKISH.replace("balık", "pilav"), ENGLISH)]
-    kept = list(filter_batch(rows, params, lingua, Deduplicator(0.8, 128), counts))
-    assert [row["id"] for row in kept] == [rows[0]["id"]]  # English system prompt is not judged
+    kept = list(filter_batch(rows, params, lingua, Deduplicator(0.8, 128), Contamination(13), counts))
+    assert [row["id"] for _, row in kept] == [rows[0]["id"]]  # English system prompt is not judged
     assert counts == {"language": 1}
 
 

@@ -1,0 +1,187 @@
+"""Filter throughput and Turkish precision: the filter stage against the naive path (langdetect on every document).
+
+    python bench/filter_throughput.py --docs 100000 --naive-docs 2000
+
+A generated corpus of labelled documents of web-page length (Turkish, Azerbaijani, English, German; Turkish
+ones with boilerplate), written like demo/make_corpus.py from sentence pools. The filter stage runs for real
+(prepare, then filter: language ID, quality rules, exact and near dedup, decontamination) in a temporary
+directory; the naive path runs langdetect (seeded) on whole documents, on a sample because it is slow.
+Reports documents per second (total and per core), peak memory and Turkish precision (share of kept
+documents that are Turkish) to bench/results/filter_throughput.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from demo.make_corpus import AZERBAIJANI, BOILERPLATE, CITIES, ENGLISH, WEB_POOLS, city_fields  # noqa: E402
+
+GERMAN = [
+    "Der Stadtrat hat diese Woche einen neuen Haushalt für den öffentlichen Nahverkehr beschlossen.",
+    "Am Wochenende waren wir in den Bergen wandern, und das Wetter war kalt, aber klar.",
+    "Für gutes Brot braucht man Mehl, etwas Salz und viel Geduld.",
+    "Die neue Bibliothek im Zentrum hat bis neun Uhr abends geöffnet.",
+]
+MIX = (("tr", 0.70), ("az", 0.10), ("en", 0.10), ("de", 0.05), ("tr_boilerplate", 0.05))
+
+
+def vocabulary(texts: list[str]) -> list[str]:
+    return sorted({w.strip(".,;:!?\"'()") for t in texts for w in t.split()} - {""})
+
+
+def sentences(rng: random.Random, words: list[str], n: int) -> list[str]:
+    """Sentences of the language's own words in random order: its letters and endings, none of another
+    document's 13-grams (the sentence pools alone would make every page a near duplicate)."""
+    out = []
+    for _ in range(n):
+        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(6, 16)))
+        out.append(sentence[0].upper() + sentence[1:] + rng.choice([".", ".", ".", "?", "!"]))
+    return out
+
+
+def turkish_doc(rng: random.Random, words: list[str]) -> str:
+    # a web page: paragraphs of a few pool sentences about a city and many sentences of Turkish words
+    paragraphs = []
+    for _ in range(rng.randint(3, 7)):
+        pool = rng.choice(list(WEB_POOLS.values()))
+        first = rng.choice(pool[0]).format(**city_fields(rng.choice(CITIES)))
+        paragraphs.append(" ".join([first, *sentences(rng, words, rng.randint(3, 8))]))
+    return "\n".join(paragraphs)
+
+
+def document(label: str, rng: random.Random, words: dict) -> str:
+    if label == "tr":
+        return turkish_doc(rng, words["tr"])
+    if label == "tr_boilerplate":
+        return turkish_doc(rng, words["tr"]) + "\n" + rng.choice(BOILERPLATE)
+    pool = {"az": AZERBAIJANI, "en": ENGLISH, "de": GERMAN}[label]
+    return "\n".join(" ".join([rng.choice(pool), *sentences(rng, words[label], rng.randint(3, 8))])
+                     for _ in range(rng.randint(3, 7)))
+
+
+def corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    turkish = [" ".join(options).format(**city_fields(city)) for city in CITIES
+               for pool in WEB_POOLS.values() for options in pool]
+    words = {"tr": vocabulary(turkish), "az": vocabulary(AZERBAIJANI), "en": vocabulary(ENGLISH),
+             "de": vocabulary(GERMAN)}
+    labels, weights = zip(*MIX)
+    return [(label, document(label, rng, words)) for label in rng.choices(labels, weights, k=n)]
+
+
+def run_filter(docs: list[tuple[str, str]], directory: Path) -> dict:
+    """prepare + filter in a fresh process, for an honest peak-memory figure."""
+    source = directory / "web.jsonl"
+    with source.open("w", encoding="utf-8") as handle:
+        for i, (label, text) in enumerate(docs):
+            handle.write(json.dumps({"id": f"{label}-{i}", "text": text}, ensure_ascii=False) + "\n")
+    overlay = {"data": {"sources": [{"name": "web", "path": str(source), "format": "text"}]}}
+    (directory / "overlay.json").write_text(json.dumps(overlay))
+    code = f"""
+import json, resource, time, sys, yaml
+sys.path.insert(0, {str(ROOT)!r})
+from pipeline.experiment import merged
+from pipeline.params import validate
+from stages import prepare, filter as filter_stage
+raw = merged(yaml.safe_load(open({str(ROOT / 'params.yaml')!r})), json.load(open('overlay.json')))
+params = validate(raw, 'bench')
+prepare.run(params)
+start = time.perf_counter()
+report = filter_stage.run(params)
+seconds = time.perf_counter() - start
+print('RESULT ' + json.dumps({{'seconds': seconds, 'report': report,
+      'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    output = subprocess.run([sys.executable, "-c", code], cwd=directory, capture_output=True, text=True)
+    line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(output.stderr[-3000:])
+    result = json.loads(line[len("RESULT "):])
+    import pyarrow.parquet as pq
+
+    kept = [r["id"] for split in ("train", "validation")
+            for p in sorted((directory / "data/filtered" / split).glob("*.parquet"))
+            for r in pq.read_table(p, columns=["id"]).to_pylist()]
+    result["kept"] = len(kept)
+    result["turkish_precision"] = sum(i.startswith("tr-") for i in kept) / max(len(kept), 1)
+    return result
+
+
+def run_naive(docs: list[tuple[str, str]]) -> dict:
+    from langdetect import DetectorFactory, detect
+    from langdetect.lang_detect_exception import LangDetectException
+
+    DetectorFactory.seed = 0
+    start = time.perf_counter()
+    kept = []
+    for label, text in docs:
+        try:
+            if detect(text) == "tr":
+                kept.append(label)
+        except LangDetectException:
+            pass
+    seconds = time.perf_counter() - start
+    precision = sum(label.startswith("tr") for label in kept) / max(len(kept), 1)
+    return {"seconds": seconds, "docs_per_second": len(docs) / seconds, "kept": len(kept),
+            "turkish_precision": precision, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_language_id(docs: list[tuple[str, str]]) -> dict:
+    """The language-ID step alone, as the filter stage calls it (lingua, candidates, batch API, 1,500 chars)."""
+    from pipeline.language import TurkishDetector
+    from pipeline.params import load
+
+    rules = load(ROOT / "params.yaml").filter
+    detector = TurkishDetector("lingua", rules.candidate_languages, rules.min_turkish_confidence)
+    start = time.perf_counter()
+    verdicts = detector.is_turkish([text for _, text in docs])
+    seconds = time.perf_counter() - start
+    kept = [label for (label, _), turkish in zip(docs, verdicts) if turkish]
+    return {"docs": len(docs), "seconds": seconds, "docs_per_second": len(docs) / seconds,
+            "turkish_precision": sum(label.startswith("tr") for label in kept) / max(len(kept), 1),
+            "turkish_recall": len(kept and [k for k in kept if k.startswith("tr")]) /
+            max(sum(label.startswith("tr") for label, _ in docs), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--naive-docs", type=int, default=2000)
+    args = parser.parse_args()
+    docs = corpus(args.docs)
+    words = sum(len(text.split()) for _, text in docs) / len(docs)
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = run_filter(docs, Path(tmp))
+    ours["docs_per_second"] = args.docs / ours["seconds"]
+    naive = run_naive(docs[: args.naive_docs])
+    language_id = run_language_id(docs[: args.naive_docs * 5])
+    result = {
+        "machine": f"{platform.machine()}, {cores} cores, {platform.python_version()}",
+        "docs": args.docs, "mean_words_per_doc": round(words, 1), "mix": dict(MIX),
+        "filter_stage": {k: v for k, v in ours.items() if k != "report"} | {"drops": ours["report"]["sources"]["web"]},
+        "naive_langdetect": naive | {"docs": args.naive_docs},
+        "lingua_language_id_only": language_id,
+        "speedup_language_id_only": round(language_id["docs_per_second"] / naive["docs_per_second"], 2),
+        "speedup_total": round(ours["docs_per_second"] / naive["docs_per_second"], 2),
+        "speedup_per_core": round(ours["docs_per_second"] / cores / naive["docs_per_second"], 2),
+    }
+    print(json.dumps(result, indent=2))
+    path = ROOT / "bench/results/filter_throughput.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""prepare and filter as stages: bad input, atomic outputs, decontamination, determinism."""
+import json
+from collections import Counter
+
+import pytest
+import yaml
+
+from pipeline.dedup import Deduplicator
+from pipeline.errors import PipelineError
+from pipeline.language import TurkishDetector
+from pipeline.experiment import merged
+from pipeline.params import validate
+from stages import filter as filter_stage
+from stages import prepare
+from tests.test_filter import TURKISH, TURKISH_MORE
+from tests.tiny import REPO
+
+DEMO_SOURCES = [
+    {"name": "web", "path": str(REPO / "demo/data/web.jsonl"), "format": "text"},
+    {"name": "wikipedia", "path": str(REPO / "demo/data/wikipedia.parquet"), "format": "wikipedia"},
+    {"name": "openhermes", "path": str(REPO / "demo/data/chats.json"), "format": "sharegpt"},
+]
+
+
+def params_with(overlay: dict):
+    raw = merged(yaml.safe_load((REPO / "params.yaml").read_text()), overlay)
+    return validate(raw, "test")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_too_many_bad_rows_stop_with_file_line_and_keep_previous_output(workdir):
+    good = workdir / "good.jsonl"
+    good.write_text(json.dumps({"id": 1, "text": TURKISH}) + "\n")
+    prepare.run(params_with({"data": {"sources": [{"name": "web", "path": str(good), "format": "text"}]}}))
+    before = sorted(p.read_bytes() for p in (workdir / "data/prepared").rglob("*.parquet"))
+
+    bad = workdir / "bad.jsonl"
+    bad.write_text(json.dumps({"id": 1, "text": TURKISH}) + "\n" + '{"id": 2, "text": ' + "\n")
+    params = params_with({"data": {"sources": [{"name": "web", "path": str(bad), "format": "text"}],
+                                   "max_bad_fraction": 0.1}})
+    with pytest.raises(PipelineError, match=rf"1 of 2 rows are bad.*first: {bad}:2: malformed JSON"):
+        prepare.run(params)
+    after = sorted(p.read_bytes() for p in (workdir / "data/prepared").rglob("*.parquet"))
+    assert after == before  # the failed run left the previous output as it was
+    assert not [p for p in (workdir / "data").iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_bad_rows_under_the_threshold_are_counted_and_skipped(workdir):
+    path = workdir / "web.jsonl"
+    path.write_text("\n".join([json.dumps({"id": i, "text": TURKISH + f" {i}"}) for i in range(9)] + ["{oops"]))
+    report = prepare.run(params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}],
+                                               "max_bad_fraction": 0.2}}))
+    assert report["sources"]["web"] | {"skipped": {}} == {"read": 10, "kept": 9, "bad": 1, "skipped": {},
+                                                         "shards": 1}
+
+
+def test_filter_outputs_are_byte_identical_across_runs(workdir):
+    params = params_with({"data": {"sources": DEMO_SOURCES}, "filter": {"validation_fraction": 0.15}})
+    prepare.run(params)
+    first = filter_stage.run(params)
+    snapshot = {p.relative_to(workdir): p.read_bytes() for p in (workdir / "data/filtered").rglob("*.parquet")}
+    second = filter_stage.run(params)
+    assert first == second
+    assert {p.relative_to(workdir): p.read_bytes() for p in (workdir / "data/filtered").rglob("*.parquet")} == snapshot
+    assert (workdir / "reports/data.md").read_text().startswith("# Filtered data")
+
+
+def test_training_rows_sharing_13_words_with_evaluation_texts_are_dropped(workdir):
+    benchmark = workdir / "benchmark.jsonl"
+    benchmark.write_text(json.dumps({"question": "Soru: " + TURKISH_MORE, "choices": ["a", "b"]}) + "\n")
+    rows = [{"id": "clean", "text": TURKISH},
+            {"id": "leaks-benchmark", "text": "Bir hikaye anlatayım. " + TURKISH_MORE + " Sonra uyuduk ve dinlendik."}]
+    path = workdir / "web.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    params = params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}]},
+                          "filter": {"decontamination_files": [str(benchmark)], "validation_fraction": 0.01,
+                                     "min_words": 5}})
+    prepare.run(params)
+    contamination = filter_stage.evaluation_ngrams(filter_stage.source_dirs(), params)
+    detector = TurkishDetector("lingua", params.filter.candidate_languages, params.filter.min_turkish_confidence)
+    prepared = [dict(r, source="web", kind="text", messages=None, meta=None) for r in rows]
+    counts = Counter()
+    kept = list(filter_stage.filter_batch(prepared, params, detector, Deduplicator(0.8, 128), contamination, counts))
+    assert [row["id"] for _, row in kept] == ["clean"]
+    assert counts == {"decontamination": 1}
+
+
+def test_validation_rows_protect_themselves_from_training_copies(workdir):
+    ids = [str(i) for i in range(40)]
+    validation = next(i for i in ids if filter_stage.is_validation({"source": "web", "id": i}, 0.5))
+    train = next(i for i in ids if not filter_stage.is_validation({"source": "web", "id": i}, 0.5))
+    path = workdir / "web.jsonl"
+    path.write_text(json.dumps({"id": validation, "text": TURKISH + " " + TURKISH_MORE}) + "\n"
+                    + json.dumps({"id": train, "text": "Önsöz yerine. " + TURKISH_MORE}) + "\n")
+    params = params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}]},
+                          "filter": {"validation_fraction": 0.5, "min_words": 5, "near_dedup_threshold": 0.9}})
+    prepare.run(params)
+    with pytest.raises(PipelineError, match="kept 0 train"):
+        filter_stage.run(params)
+
+
+def test_an_impossible_near_dedup_threshold_names_the_param():
+    with pytest.raises(PipelineError, match="filter.near_dedup_threshold"):
+        Deduplicator(threshold=0.999, permutations=16)
