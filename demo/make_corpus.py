@@ -8,6 +8,8 @@ tests/test_demo_corpus.py checks that this script still reproduces it byte for b
 - wikipedia.parquet wikimedia/wikipedia rows (id, url, title, text): Turkish articles about cities.
 - chats.json        OpenHermes-2.5 rows (conversations [{from, value, weight}], source, ...): Turkish chats,
                     English chats and a Turkish question with an English answer.
+- tr_regions.jsonl  multiple-choice questions (which region is each city in?) for the local lm-eval task
+                    configs/eval/tasks/demo_tr_regions.yaml.
 
 Run: python demo/make_corpus.py
 """
@@ -207,6 +209,21 @@ def chat_rows() -> list[dict]:
     ]
 
 
+REGIONS = ["Marmara", "Ege", "Akdeniz", "İç Anadolu", "Karadeniz", "Doğu Anadolu", "Güneydoğu Anadolu"]
+
+
+def region_questions() -> list[dict]:
+    rows = []
+    for i, city in enumerate(CITIES):
+        fields = city_fields(city)
+        wrong = [r for r in REGIONS if r != fields["region"]]
+        choices = [fields["region"], wrong[i % len(wrong)], wrong[(i + 3) % len(wrong)]]
+        choices = choices[i % 3 :] + choices[: i % 3]  # the right answer in every position
+        rows.append({"question": f"{fields['name']} hangi bölgede yer alır?", "choices": choices,
+                     "answer": choices.index(fields["region"])})
+    return rows
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
@@ -216,6 +233,8 @@ def main() -> None:
     schema = pa.schema([("id", pa.string()), ("url", pa.string()), ("title", pa.string()), ("text", pa.string())])
     pq.write_table(pa.Table.from_pylist(wikipedia_rows(), schema=schema), OUT / "wikipedia.parquet")
     (OUT / "chats.json").write_text(json.dumps(chat_rows(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    questions = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in region_questions())
+    (OUT / "tr_regions.jsonl").write_text(questions, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,13 @@ class Train(Section):
 
 class Evaluate(Section):
     batch_size: int = Field(gt=0)
-    max_rows: Optional[int] = Field(default=None, gt=0)
+    max_rows: Optional[int] = Field(default=None, gt=0)  # of the validation split
+    english_file: str  # jsonl of {"text"}: the non-Turkish held-out set that shows forgetting
+    prompts: list[str]  # Turkish prompts answered by base and tuned (reports/samples.md)
+    max_new_tokens: int = Field(gt=0)
+    lm_eval_tasks: list[str]  # lm-evaluation-harness task names
+    lm_eval_include_path: Optional[str] = None  # a folder of local task YAMLs
+    lm_eval_limit: Optional[int] = Field(default=None, gt=0)  # documents per task (None: all)
 
 
 class Params(Section):

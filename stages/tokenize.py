@@ -5,7 +5,7 @@ turns only (pipeline.chat) and are dropped, counted, when longer than max_seq_le
 template. The train split is then cut to `tokenize.max_train_tokens` (each source's share set by its
 `weight`, rows drawn in a seeded order) and, with `tokenize.packing`, packed best-fit-decreasing into rows of
 max_seq_length whose `seq_lengths` keep the documents apart (TRL turns them into position ids).
-Output: data/tokenized/{train,validation} (HF datasets on disk: input_ids, labels, length, source) and
+Output: data/tokenized/{train,validation} (HF datasets on disk: input_ids, labels, length, source, kind) and
 reports/tokens.json, with what training on them will cost (params `hardware`).
 """
 from __future__ import annotations
@@ -33,27 +33,28 @@ def encode_batch(batch: dict, tokenizer, max_length: int) -> dict:
     """One filtered row in, zero or more token rows out; `status` says why a row was dropped."""
     out = defaultdict(list)
 
-    def emit(ids, labels, source, status="ok"):
+    def emit(ids, labels, source, kind, status="ok"):
         out["input_ids"].append(ids)
         out["labels"].append(labels)
         out["length"].append(len(ids))
         out["source"].append(source)
+        out["kind"].append(kind)
         out["status"].append(status)
 
     for kind, text, messages, source in zip(batch["kind"], batch["text"], batch["messages"], batch["source"]):
         if kind == "text":
             for chunk in encode_text(tokenizer, text, max_length):
-                emit(chunk, chunk, source)
+                emit(chunk, chunk, source, kind)
             continue
         try:
             ids, labels = encode_chat(tokenizer, messages)
         except ChatError:
-            emit([], [], source, "chat_template_error")
+            emit([], [], source, kind, "chat_template_error")
             continue
         if len(ids) > max_length:
-            emit([], [], source, "chat_too_long")  # a cut chat would teach answers that stop mid-sentence
+            emit([], [], source, kind, "chat_too_long")  # a cut chat would teach answers that stop mid-sentence
         else:
-            emit(ids, labels, source)
+            emit(ids, labels, source, kind)
     return dict(out)
 
 

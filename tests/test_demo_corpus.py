@@ -11,7 +11,7 @@ def test_generator_reproduces_the_committed_files(tmp_path):
         'OUT = Path(__file__).resolve().parent / "data"', f'OUT = Path({str(tmp_path)!r})')
     (tmp_path / "make.py").write_text(script)
     subprocess.run([sys.executable, str(tmp_path / "make.py")], check=True)
-    for name in ("web.jsonl", "wikipedia.parquet", "chats.json"):
+    for name in ("web.jsonl", "wikipedia.parquet", "chats.json", "tr_regions.jsonl"):
         assert (tmp_path / name).read_bytes() == (REPO / "demo/data" / name).read_bytes(), name
 
 
