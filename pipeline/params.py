@@ -107,6 +107,7 @@ class Train(Section):
     lora_target_modules: list[str] = Field(min_length=1)
     gradient_checkpointing: bool
     accelerate_config: str  # the launcher config of the train stage (configs/accelerate/)
+    num_processes: int = Field(gt=0)  # GPUs the train stage uses (one process each)
     liger: bool  # Liger's RMSNorm/GeGLU/RoPE kernels (CUDA; needs liger-kernel installed)
     eval_steps: int = Field(gt=0)
     save_steps: int = Field(gt=0)
