@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -37,18 +38,37 @@ def params():
     return load(REPO / "params.yaml")
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A copy of the repository's tracked files in a fresh git repo, as a clone would have them; cwd is there."""
+GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+def copy_repository(target: Path) -> Path:
+    """The repository's tracked and new files in a fresh git repo at `target`, as a clone would have them."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     for name in files:
         if (REPO / name).is_file():
-            target = tmp_path / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, target)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        subprocess.run(command, cwd=tmp_path, check=True)
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", *GIT_USER, "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=target, check=True)
+    return target
+
+
+def tiny_overlay(project: Path, model_dir: Path) -> Path:
+    """configs/demo.yaml with the tiny model in place of the 270M and a few fast steps."""
+    overlay = yaml.safe_load((project / "configs/demo.yaml").read_text())
+    overlay["model"] = {"id": str(model_dir), "gguf_package": None}
+    overlay["tokenize"] = {"max_seq_length": 512}  # the tiny tokenizer spends ~3 tokens a word: chats fit
+    overlay["train"].update(max_steps=6, per_device_train_batch_size=4, learning_rate=2e-2, eval_steps=3,
+                            save_steps=3, logging_steps=1)
+    path = project / "tiny.yaml"
+    path.write_text(yaml.safe_dump(overlay, allow_unicode=True))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A copy of the repository in a fresh git repo; cwd is there."""
+    copy_repository(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -6,34 +6,26 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from tests.conftest import tiny_overlay
 
 BIN = str(Path(sys.executable).parent)
 
 
-def sh(*command, check=True):
-    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+def sh(*command, check=True, cwd=None, env=None):
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], **(env or {})}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
 
 
 @pytest.fixture
-def tiny_overlay(project, tiny_model_dir):
-    """configs/demo.yaml with the tiny model in place of the 270M and a few fast steps."""
-    overlay = yaml.safe_load(Path("configs/demo.yaml").read_text())
-    overlay["model"] = {"id": str(tiny_model_dir), "gguf_package": None}
-    overlay["tokenize"] = {"max_seq_length": 512}  # the tiny tokenizer spends ~3 tokens a word: chats fit
-    overlay["train"].update(max_steps=6, per_device_train_batch_size=4, learning_rate=2e-2, eval_steps=3,
-                            save_steps=3, logging_steps=1)
-    path = project / "tiny.yaml"
-    path.write_text(yaml.safe_dump(overlay, allow_unicode=True))
-    return path
+def overlay(project, tiny_model_dir):
+    return tiny_overlay(project, tiny_model_dir)
 
 
-def test_demo_pipeline_end_to_end_then_nothing_reruns(tiny_overlay):
-    sh(sys.executable, "-m", "pipeline.experiment", str(tiny_overlay))
+def test_demo_pipeline_end_to_end_then_nothing_reruns(overlay):
+    sh(sys.executable, "-m", "pipeline.experiment", str(overlay))
 
     evaluation = json.loads(Path("reports/eval.json").read_text())
     report = evaluation["validation"]["all"]
