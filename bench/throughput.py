@@ -27,8 +27,13 @@ sys.path.insert(0, str(ROOT))
 PEAK_BF16_FLOPS = 989e12
 VARIANTS = {
     # the seed's configuration: batch 4 x 2048, no packing, gradient checkpointing, SDPA
-    "seed_fixed": dict(lengths="fixed", packing=False, liger=False),
-    "seed_variable": dict(lengths="variable", packing=False, liger=False),
+    "seed_fixed": dict(lengths="fixed", packing=False, liger=False, bf16_cast=False),
+    "seed_variable": dict(lengths="variable", packing=False, liger=False, bf16_cast=False),
+    # levers, on the variable-length data (issue: training throughput)
+    "packed": dict(lengths="variable", packing=True, liger=False, bf16_cast=False),
+    "liger": dict(lengths="variable", packing=False, liger=True, bf16_cast=False),
+    "bf16_cast": dict(lengths="variable", packing=False, liger=False, bf16_cast=True),
+    "packed_liger_bf16": dict(lengths="variable", packing=True, liger=True, bf16_cast=True),
 }
 WARMUP = 3
 
@@ -66,13 +71,25 @@ def run_variant(model_dir: Path, name: str, steps: int, batch: int, seq: int) ->
     torch.manual_seed(0)
     tokenizer = load_tokenizer(model_dir)
     model = load_base(model_dir)
+    model.config.use_cache = False  # with packed rows SDPA masks by position ids only without a cache
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
+    if variant["bf16_cast"]:
+        # prepare_model_for_kbit_training upcasts the (tied, 1.4B-parameter) embedding and the norms to fp32
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding) or "RMSNorm" in type(module).__name__:
+                module.to(torch.bfloat16)
     vocab = model.config.get_text_config().vocab_size
-    row_lengths = lengths(variant["lengths"], batch * (steps + 1), seq)
+    # packed variants need ~4x the documents to fill the same number of steps with real tokens
+    row_lengths = lengths(variant["lengths"], batch * (steps + 1) * (4 if variant["packing"] else 1), seq)
     generator = torch.Generator().manual_seed(0)
     rows = [torch.randint(10, vocab, (n,), generator=generator).tolist() for n in row_lengths]
     data = datasets.Dataset.from_dict({"input_ids": rows, "labels": rows})
+    if variant["packing"]:
+        from trl import pack_dataset
+
+        # as the tokenize stage packs: rows of `seq` tokens whose documents are kept apart by position ids
+        data = pack_dataset(data, seq, strategy="bfd")
 
     class Timer(TrainerCallback):
         def __init__(self):
@@ -86,8 +103,9 @@ def run_variant(model_dir: Path, name: str, steps: int, batch: int, seq: int) ->
     config = SFTConfig(
         output_dir=f"/tmp/bench-{name}", max_steps=steps, per_device_train_batch_size=batch,
         gradient_accumulation_steps=1, learning_rate=2e-4, gradient_checkpointing=True,
-        gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=True, max_length=seq,
-        packing=variant["packing"], use_liger_kernel=variant["liger"], logging_steps=1, report_to="none",
+        gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=True,
+        max_length=None if variant["packing"] else seq, padding_free=variant["packing"], packing=False,
+        use_liger_kernel=variant["liger"], logging_steps=1, report_to="none",
         save_strategy="no", dataloader_num_workers=0, seed=0,
     )
     lora = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
