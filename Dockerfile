@@ -32,9 +32,9 @@ RUN apt-get update \
 
 WORKDIR /opt/build
 COPY requirements.txt requirements-gpu.txt ./
-# DeepSpeed's ops are compiled here for sm_90 and sm_100 (TORCH_CUDA_ARCH_LIST): only those ZeRO-2 with
-# Adam can use; the rest stay JIT. torch comes first because DeepSpeed's build imports it.
-RUN pip install --no-cache-dir "$(grep '^torch==' requirements.txt)" \
+# torch first, the pinned version from requirements.txt in its CUDA 12.8 build (the base image's nvcc must
+# match it for DeepSpeed's ops, which are compiled here for sm_90 and sm_100: those ZeRO-2 with Adam uses).
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu128 "$(grep '^torch==' requirements.txt)" \
     && DS_BUILD_OPS=0 DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1 DS_BUILD_UTILS=1 \
        pip install --no-cache-dir --no-build-isolation -r requirements-gpu.txt \
     && python -c "import torch, deepspeed, bitsandbytes; print(torch.__version__, torch.cuda.get_arch_list())"

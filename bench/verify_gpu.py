@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 import yaml
@@ -24,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from pipeline.experiment import merged  # noqa: E402
 from pipeline.params import validate  # noqa: E402
+from pipeline.provenance import environment  # noqa: E402
 
 RESULTS = ROOT / "bench/results"
-LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets", "deepspeed")
 
 
 def stage(name: str, params: Path, launcher: list[str] | None = None) -> None:
@@ -51,16 +50,6 @@ def adapter_checks() -> dict:
 def trainer_history() -> list[dict]:
     checkpoints = sorted((ROOT / "models/checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
-
-
-def versions() -> dict:
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = version(name)
-        except Exception:
-            found[name] = None
-    return found
 
 
 def main() -> None:
@@ -102,7 +91,7 @@ def main() -> None:
         "processes": args.num_processes,
         "accelerate_config": args.accelerate_config,
         "model": json.loads((ROOT / "models/base/config.json").read_text()).get("architectures"),
-        "versions": versions(),
+        "versions": environment()["libraries"],
         "train": json.loads((ROOT / "reports/train.json").read_text()),
         "train_loss_first_last": [train_losses[0], train_losses[-1]],
         "eval_loss_by_step": eval_losses,

@@ -81,3 +81,30 @@ def needs_token_type_ids(model) -> bool:
     """Gemma 3 4B+ load as Gemma3ForConditionalGeneration, which in training requires token_type_ids
     (all zeros for text); TRL's collator does not add them."""
     return type(model).__name__ == "Gemma3ForConditionalGeneration"
+
+
+ACTIVATION_RESERVE = 4 * 2**30  # activations, LoRA optimizer state and CUDA context for batch 4 x 2048
+
+
+def four_bit_footprint(base: Path = BASE) -> int:
+    """Bytes the QLoRA base takes on a GPU: linear layers in NF4 (~0.56 bytes a weight with double quant),
+    embeddings kept unquantised and upcast to fp32 by prepare_model_for_kbit_training. Counted on an empty
+    (meta) model, so nothing is loaded."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    name, revision = reference(base)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(name, revision=revision))
+    embedding = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    return int((total - embedding) * 0.56 + embedding * 4)
+
+
+def check_gpu_memory(need: int, free: int, device: str) -> None:
+    """Stop before loading when the base will not fit, instead of an out-of-memory error hours later."""
+    if need + ACTIVATION_RESERVE > free:
+        raise PipelineError(
+            f"model.id: the 4-bit base needs about {need / 2**30:.1f} GiB plus {ACTIVATION_RESERVE / 2**30:.0f} GiB "
+            f"for training, but {device} has {free / 2**30:.1f} GiB free; use a larger GPU or a smaller model"
+        )

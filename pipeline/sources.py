@@ -204,6 +204,11 @@ def _json_lines(path: Path) -> Iterator[Record]:
                 yield Record(location, BadRow(f"malformed JSON: {exc.msg}"))
 
 
+def _starts_with_array(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(64).lstrip().startswith(b"[")
+
+
 def read_local(path: Path) -> Iterator[Record]:
     if path.suffix == ".parquet":
         number = 0
@@ -211,7 +216,7 @@ def read_local(path: Path) -> Iterator[Record]:
             for row in batch.to_pylist():
                 number += 1
                 yield Record(f"{path}:row {number}", row)
-    elif path.suffix == ".json" and path.open("rb").read(64).lstrip().startswith(b"["):
+    elif path.suffix == ".json" and _starts_with_array(path):
         # A JSON array (OpenHermes-2.5 ships one); json has no streaming parser, so the file is read whole.
         try:
             rows = json.loads(path.read_bytes().decode("utf-8"))

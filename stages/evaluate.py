@@ -14,6 +14,7 @@ import json
 import logging
 import math
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -166,11 +167,7 @@ def lm_eval_scores(model, tokenizer, params: Params) -> tuple[dict, dict]:
         results = {}
         try:
             for variant in ("base", "tuned"):
-                if variant == "base":
-                    with model.disable_adapter():
-                        run = simple_evaluate(model=harness, tasks=[task], limit=settings.lm_eval_limit,
-                                              task_manager=manager, log_samples=False)
-                else:
+                with model.disable_adapter() if variant == "base" else nullcontext():
                     run = simple_evaluate(model=harness, tasks=[task], limit=settings.lm_eval_limit,
                                           task_manager=manager, log_samples=False)
                 results[variant] = {

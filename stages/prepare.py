@@ -12,7 +12,8 @@ from tqdm import tqdm
 from pipeline.errors import PipelineError
 from pipeline.outputs import ShardWriter, atomic_dir, write_json
 from pipeline.params import Params, Source
-from pipeline.sources import BadRow, Skip, records, to_row
+from pipeline.provenance import environment, hub_dataset_revision
+from pipeline.sources import BadRow, Skip, is_local, records, to_row
 from pipeline.stage import main
 
 OUT = Path("data/prepared")
@@ -51,10 +52,12 @@ def prepare_source(source: Source, index: int, out: Path, params: Params) -> dic
 
 
 def run(params: Params) -> dict:
-    report = {"sources": {}}
+    report = {"sources": {}, "provenance": environment()}
     with atomic_dir(OUT) as out:
         for index, source in enumerate(params.data.sources):
             report["sources"][source.name] = prepare_source(source, index, out, params)
+            if not is_local(source.path):
+                report["sources"][source.name]["revision"] = hub_dataset_revision(source.path, source.revision)
             log.info("%s: %s", source.name, report["sources"][source.name])
     write_json(REPORT, report)
     return report

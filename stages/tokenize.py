@@ -91,16 +91,14 @@ def budget(dataset, params: Params, report: dict):
 
 
 def cost(tokens: int, params: Params) -> dict:
-    """GPU hours and USD for the configured epochs at the measured throughput."""
+    """GPU hours and USD for the configured epochs (one epoch when train.max_steps decides) at the measured
+    throughput."""
     hardware = params.hardware
-    seen = tokens * params.train.num_train_epochs
-    if params.train.max_steps > 0:
-        seen = None  # max_steps decides, not epochs; the estimate below is then per epoch
-    per_epoch_hours = tokens / (hardware.tokens_per_second * hardware.gpus) / 3600
-    hours = per_epoch_hours * (params.train.num_train_epochs if seen is not None else 1)
+    epochs = params.train.num_train_epochs if params.train.max_steps <= 0 else None
+    hours = tokens * (epochs or 1) / (hardware.tokens_per_second * hardware.gpus) / 3600
     return {
         "train_tokens_per_epoch": tokens,
-        "epochs": params.train.num_train_epochs if seen is not None else "max_steps",
+        "epochs": epochs if epochs is not None else "train.max_steps decides; figures are per epoch",
         "tokens_per_second_per_gpu": hardware.tokens_per_second,
         "gpus": hardware.gpus,
         "gpu_hours": round(hours * hardware.gpus, 2),

@@ -17,9 +17,18 @@ import torch
 from transformers.integrations import DVCLiveCallback
 
 from pipeline.errors import PipelineError
-from pipeline.models import load_base, load_tokenizer, lora_target_regex, needs_token_type_ids, source
+from pipeline.models import (
+    check_gpu_memory,
+    four_bit_footprint,
+    load_base,
+    load_tokenizer,
+    lora_target_regex,
+    needs_token_type_ids,
+    source,
+)
 from pipeline.outputs import atomic_dir, write_json
 from pipeline.params import Params
+from pipeline.provenance import environment
 
 DATA = Path("data/tokenized")
 ADAPTER = Path("models/adapter")
@@ -58,18 +67,23 @@ def fingerprint(params: Params) -> dict:
     }
 
 
+def complete_checkpoints() -> list[Path]:
+    """Checkpoints whose saving finished (the trainer state is written last), oldest first: a pod stopped
+    in the middle of a save leaves a partial directory, which is skipped."""
+    found = [p for p in CHECKPOINTS.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
 def resumable_checkpoint(params: Params) -> str | None:
     """The last checkpoint of an interrupted run of this same configuration, else None (and a clean slate)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     current = fingerprint(params)
     if CHECKPOINTS.is_dir():
         previous = json.loads(FINGERPRINT.read_text()) if FINGERPRINT.exists() else None
         if previous == current:
-            last = get_last_checkpoint(str(CHECKPOINTS))
-            if last:
-                log.info("resuming from %s", last)
-                return last
+            checkpoints = complete_checkpoints()
+            if checkpoints:
+                log.info("resuming from %s", checkpoints[-1])
+                return str(checkpoints[-1])
         else:
             log.info("checkpoints in %s belong to other params or data; starting afresh", CHECKPOINTS)
             shutil.rmtree(CHECKPOINTS)
@@ -84,6 +98,8 @@ def load_model(params: Params, cuda: bool):
         return load_base()
     from peft import prepare_model_for_kbit_training
 
+    free, _total = torch.cuda.mem_get_info()
+    check_gpu_memory(four_bit_footprint(), free, torch.cuda.get_device_name())
     # TRL 1.16 no longer calls this itself; it upcasts norms and the embedding to fp32 for stable training.
     return prepare_model_for_kbit_training(
         load_base(), use_gradient_checkpointing=params.train.gradient_checkpointing,
@@ -200,6 +216,8 @@ def summary(trainer, result, cuda: bool) -> dict:
         "devices": world,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        "base_model": source(),
+        "provenance": environment(),
     }
 
 

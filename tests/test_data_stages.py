@@ -107,3 +107,34 @@ def test_validation_rows_protect_themselves_from_training_copies(workdir):
 def test_an_impossible_near_dedup_threshold_names_the_param():
     with pytest.raises(PipelineError, match="filter.near_dedup_threshold"):
         Deduplicator(threshold=0.999, permutations=16)
+
+
+def test_prepare_report_records_code_and_library_versions(workdir):
+    params = params_with({"data": {"sources": DEMO_SOURCES[:1]}})
+    provenance = prepare.run(params)["provenance"]
+    assert provenance["libraries"]["transformers"] and provenance["libraries"]["datasets"]
+    assert provenance["python"].count(".") == 2
+    assert set(provenance["git"]) == {"commit", "dirty"}
+
+
+def test_a_model_that_is_not_a_causal_lm_is_refused_in_one_line(workdir):
+    from transformers import ViTConfig
+
+    from stages import base_model
+
+    ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(
+        workdir / "vit")
+    with pytest.raises(PipelineError, match=r"model.id: .*vit is a 'vit' model, not a causal language model"):
+        base_model.run(params_with({"model": {"id": str(workdir / "vit"), "gguf_package": None}}))
+    assert not (workdir / "models/base").exists()
+
+
+def test_gpu_preflight_refuses_a_base_that_cannot_fit(workdir, tiny_model_dir):
+    from pipeline.models import check_gpu_memory, four_bit_footprint
+
+    need = four_bit_footprint(tiny_model_dir)
+    embedding = 401 * 64  # the tiny model's vocabulary x hidden size, kept in fp32
+    assert embedding * 4 < need < embedding * 4 + 200_000  # the rest: ~150k decoder weights at ~0.56 bytes
+    check_gpu_memory(need, 80 * 2**30, "H100")
+    with pytest.raises(PipelineError, match=r"model.id: the 4-bit base needs about .* GiB free"):
+        check_gpu_memory(15 * 2**30, 16 * 2**30, "a 16 GiB GPU")

@@ -30,6 +30,13 @@ def test_base_is_cuda_12_8_or_newer_with_cudnn_devel(dockerfile):
     assert (int(match[1]), int(match[2])) >= (12, 8)  # Blackwell (sm_100) needs CUDA 12.8+
 
 
+def test_torch_is_the_pinned_version_in_the_base_images_cuda_build(dockerfile):
+    run = " ".join(i["value"] for i in dockerfile.structure if i["instruction"] == "RUN")
+    cuda = re.search(r"nvidia/cuda:(\d+)\.(\d+)", dockerfile.baseimage)
+    assert f"download.pytorch.org/whl/cu{cuda[1]}{cuda[2]}" in run  # nvcc and torch.version.cuda agree
+    assert "$(grep '^torch==' requirements.txt)" in run  # the version CI pins, not a second list
+
+
 def test_kernels_are_built_for_h100_and_b200(dockerfile):
     assert set(dockerfile.envs["TORCH_CUDA_ARCH_LIST"].split(";")) == {"9.0", "10.0"}
     run = " ".join(i["value"] for i in dockerfile.structure if i["instruction"] == "RUN")

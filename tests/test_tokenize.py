@@ -1,5 +1,6 @@
 """The tokenize stage: token budget by source weight, packing that keeps documents apart, the cost estimate."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +102,26 @@ def test_training_runs_on_packed_rows(filtered):
     packed = load_from_disk("data/tokenized/train")
     first_two_rows = sum(len(ids) for ids in packed["input_ids"][:2])
     assert report["tokens"] >= first_two_rows // 2  # real tokens, not padding, were counted
+
+
+def test_export_merges_the_adapter_into_a_standalone_checkpoint(filtered):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from stages import export, train
+
+    params = filtered(tokenize={"max_seq_length": 256},
+                      train={"max_steps": 2, "per_device_train_batch_size": 2, "eval_steps": 2, "save_steps": 2,
+                             "learning_rate": 5e-2, "gradient_checkpointing": False})
+    tokenize.run(params)
+    train.run(params)
+    export.export(Path("models/merged"))
+    ids = torch.tensor([[2, 20, 30, 40, 50]])
+    merged = AutoModelForCausalLM.from_pretrained("models/merged", dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.bfloat16)
+    adapted = PeftModel.from_pretrained(base, "models/adapter").eval()
+    with torch.no_grad():
+        expected = adapted(input_ids=ids).logits.float()
+        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=0.05)
+        with adapted.disable_adapter():
+            assert not torch.allclose(adapted(input_ids=ids).logits.float(), expected, atol=0.05)

@@ -1,0 +1,39 @@
+"""What a run needs to be reproduced exactly: the code's git commit, library versions, resolved Hub revisions."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "deepspeed", "dvc",
+             "lingua-language-detector", "datasketch", "lm-eval")
+
+
+def git_commit() -> dict:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def environment() -> dict:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {"git": git_commit(), "python": platform.python_version(), "libraries": versions}
+
+
+def hub_dataset_revision(path: str, revision: str | None) -> str | None:
+    """The commit a Hub dataset id and branch resolve to now (None offline: loading reports that itself)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().dataset_info(path, revision=revision, token=os.environ.get("HF_TOKEN")).sha
+    except Exception:  # unreachable or gated: the stage's own loading fails with the reason
+        return None
