@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test install
+.PHONY: demo test install plots
 
 install: $(VENV)/.installed
 
@@ -20,3 +20,7 @@ demo: install
 
 test: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests
+
+# dvc plots show that renders offline (vega inlined): dvc_plots/index.html
+plots: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pipeline.plots

@@ -53,6 +53,12 @@ def test_demo_pipeline_end_to_end_then_nothing_reruns(overlay):
     assert "Running stage" not in again.stdout, again.stdout
     assert "up to date" in again.stdout
 
+    # the training curves render offline: vega inlined, nothing fetched from a CDN
+    sh(sys.executable, "-m", "pipeline.plots")
+    page = Path("dvc_plots/index.html").read_text()
+    assert "<script src" not in page and "cdn.jsdelivr" not in page
+    assert "vegaEmbed(" in page and "reports/train/plots/metrics/eval/loss.tsv" in page
+
 
 def test_dag_is_prepare_filter_tokenize_train_evaluate(project):
     edges = sh("dvc", "dag", "--dot").stdout
