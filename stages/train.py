@@ -75,8 +75,16 @@ def complete_checkpoints() -> list[Path]:
 
 
 def resumable_checkpoint(params: Params) -> str | None:
-    """The last checkpoint of an interrupted run of this same configuration, else None (and a clean slate)."""
+    """The last checkpoint of an interrupted run of this same configuration, else None (and a clean slate).
+    Every rank decides the same from the same files; only rank 0 deletes or writes."""
     current = fingerprint(params)
+    if int(os.environ.get("RANK", 0)) != 0:
+        try:
+            same = json.loads(FINGERPRINT.read_text()) == current
+        except FileNotFoundError:
+            return None
+        checkpoints = complete_checkpoints() if same else []
+        return str(checkpoints[-1]) if checkpoints else None
     if CHECKPOINTS.is_dir():
         previous = json.loads(FINGERPRINT.read_text()) if FINGERPRINT.exists() else None
         if previous == current:
