@@ -138,3 +138,15 @@ def test_gpu_preflight_refuses_a_base_that_cannot_fit(workdir, tiny_model_dir):
     check_gpu_memory(need, 80 * 2**30, "H100")
     with pytest.raises(PipelineError, match=r"model.id: the 4-bit base needs about .* GiB free"):
         check_gpu_memory(15 * 2**30, 16 * 2**30, "a 16 GiB GPU")
+
+
+def test_a_huge_row_is_read_and_dropped_by_its_rule_not_the_stage(workdir):
+    huge = ("Bu çok uzun bir cümledir ve tekrar eder. " * 150_000)[:5_000_000]  # 5 MB, ~800k words
+    path = workdir / "huge.jsonl"
+    path.write_text(json.dumps({"id": "huge", "text": huge}) + "\n")
+    params = params_with({"data": {"sources": [{"name": "huge", "path": str(path), "format": "text"},
+                                               *DEMO_SOURCES]},
+                          "filter": {"validation_fraction": 0.15}})
+    assert prepare.run(params)["sources"]["huge"]["kept"] == 1
+    report = filter_stage.run(params)["sources"]["huge"]
+    assert report["dropped"] == {"word_count": 1}  # over filter.max_words
