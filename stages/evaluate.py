@@ -32,6 +32,7 @@ DATA = Path("data/tokenized/validation")
 ADAPTER = Path("models/adapter")
 REPORT = Path("reports/eval.json")
 SAMPLES = Path("reports/samples.md")
+PLOT = Path("reports/eval_plot.json")
 log = logging.getLogger("evaluate")
 
 
@@ -185,6 +186,14 @@ def lm_eval_scores(model, tokenizer, params: Params) -> tuple[dict, dict]:
     return scores, skipped
 
 
+def plot_rows(report: dict) -> dict:
+    """Bits per byte of base and tuned per held-out set, as rows `dvc plots` draws as bars (dvc.yaml)."""
+    sets = {name: figures for name, figures in report["validation"].items()} | {"english": report["english"]}
+    rows = [{"set": f"{name} ({model})", "bits_per_byte": figures[model]["bits_per_byte"]}
+            for name, figures in sets.items() for model in ("base", "tuned")]
+    return {"bits_per_byte": rows}
+
+
 def run(params: Params) -> dict:
     from datasets import load_from_disk
     from peft import PeftModel
@@ -210,6 +219,7 @@ def run(params: Params) -> dict:
     report["generation"], samples = generation(model, tokenizer, params)
     report["lm_eval"], report["lm_eval_skipped"] = lm_eval_scores(model, tokenizer, params)
     write_json(REPORT, report)
+    write_json(PLOT, plot_rows(report))
     write_text(SAMPLES, samples or "# Answers, base vs tuned\n\nNo prompts in evaluate.prompts.\n")
     validation = report["validation"]["all"]
     log.info("validation perplexity base %.3f -> tuned %.3f; English %.3f -> %.3f",

@@ -57,7 +57,8 @@ def test_demo_pipeline_end_to_end_then_nothing_reruns(overlay):
     sh(sys.executable, "-m", "pipeline.plots")
     page = Path("dvc_plots/index.html").read_text()
     assert "<script src" not in page and "cdn.jsdelivr" not in page
-    assert "vegaEmbed(" in page and "reports/train/plots/metrics/eval/loss.tsv" in page
+    assert "vegaEmbed(" in page and "reports/train/plots/metrics/eval/loss.tsv" in page, page[-3000:]
+    assert "#reports_eval_plot_json" in page and "bits_per_byte" in page  # the evaluation plot too
 
 
 def test_dag_is_prepare_filter_tokenize_train_evaluate(project):
