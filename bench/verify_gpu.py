@@ -6,6 +6,7 @@ Input data/filtered/ comes from the demo's prepare and filter stages (run on the
 the loss falls, the saved adapter is not empty (every lora_B trained away from its zero init), and the
 adapter reloaded with PEFT reproduces the trainer's final held-out loss. Writes bench/results/NAME.json
 (card, library versions, tokens/s, peak memory, the checks) and copies it to $OUT when that is set.
+It replaces models/, data/tokenized/ and reports/ of the checkout it runs in: run it on the device machine.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ commit from the Hugging Face cache, so 50 GB of weights are not copied into the 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -54,8 +55,6 @@ def load_causal_lm(base: Path = BASE, **kwargs):
 def load_base(base: Path = BASE):
     """The base model as training and evaluation use it: 4-bit NF4 with bf16 compute on CUDA (QLoRA),
     fp32 on CPU, where bitsandbytes' 4-bit layers and bf16 matmuls are too slow to train."""
-    import os
-
     if not torch.cuda.is_available():
         return load_causal_lm(base)
     from transformers import BitsAndBytesConfig

@@ -70,7 +70,7 @@ def learned_bytes(tokenizer, row: dict) -> int:
 
 
 def summarise(losses: list[tuple[float, int]], sizes: list[int]) -> dict:
-    nll, tokens, size = sum(l for l, _ in losses), sum(n for _, n in losses), sum(sizes)
+    nll, tokens, size = sum(x for x, _ in losses), sum(n for _, n in losses), sum(sizes)
     loss = nll / max(tokens, 1)
     return {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 700)), 4),
             "bits_per_byte": round(nll / math.log(2) / max(size, 1), 5), "tokens": tokens}

@@ -35,24 +35,29 @@ BATCH = 2048
 JUDGED_ROLES = ("user", "assistant")  # system prompts are instructions, often English by convention
 log = logging.getLogger("filter")
 
+
 def is_validation(row: dict, fraction: float) -> bool:
     digest = hashlib.sha1(f"{row['source']}\x1f{row['id']}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
 
 def normalised(row: dict) -> dict:
     if row["kind"] == "text":
         return {**row, "text": normalise(row["text"])}
     return {**row, "messages": [{**m, "content": normalise(m["content"])} for m in row["messages"]]}
 
+
 def judged_texts(row: dict) -> list[str]:
     if row["kind"] == "text":
         return [row["text"]]
     return [m["content"] for m in row["messages"] if m["role"] in JUDGED_ROLES]
 
+
 def dedup_text(row: dict) -> str:
     if row["kind"] == "text":
         return row["text"]
     return "\n".join(m["content"] for m in row["messages"])
+
 
 @dataclass
 class Candidate:
@@ -65,6 +70,7 @@ class Candidate:
     signature: MinHash
     ngrams: set[int]
 
+
 def examine(row: dict, rules) -> Candidate:
     row = normalised(row)
     if row["kind"] == "text":
@@ -74,6 +80,7 @@ def examine(row: dict, rules) -> Candidate:
     key = dedup_key(dedup_text(row))
     return Candidate(row, judged_texts(row), rule, key, minhash(key, rules.minhash_permutations),
                      ngram_hashes(key, rules.decontamination_ngram))
+
 
 def filter_batch(rows: list[dict], params: Params, detector: TurkishDetector, dedup: Deduplicator,
                  contamination: Contamination, counts: Counter, pool=None):
@@ -103,6 +110,7 @@ def filter_batch(rows: list[dict], params: Params, detector: TurkishDetector, de
             continue
         yield split, candidate.row
 
+
 def evaluation_ngrams(directories: list[Path], params: Params) -> Contamination:
     """N-grams of every text that may be evaluated on: rows the split will send to validation (known before
     filtering, since the split is a function of source and id) and the local benchmark files."""
@@ -120,10 +128,12 @@ def evaluation_ngrams(directories: list[Path], params: Params) -> Contamination:
                     contamination.add(dedup_text(normalised(row)))
     return contamination
 
+
 def source_dirs() -> list[Path]:
     if not IN.is_dir():
         raise PipelineError(f"{IN}: missing; run the prepare stage first (dvc repro prepare)")
     return sorted(p for p in IN.iterdir() if p.is_dir())
+
 
 def run(params: Params) -> dict:
     rules = params.filter
@@ -176,6 +186,7 @@ def run(params: Params) -> dict:
     write_text(TABLE, data_table(report))
     return report
 
+
 def data_table(report: dict) -> str:
     rules = sorted({rule for source in report["sources"].values() for rule in source["dropped"]})
     header = ["source", "read", "train", "validation", *rules]
@@ -185,6 +196,7 @@ def data_table(report: dict) -> str:
         cells += [source["dropped"].get(rule, 0) for rule in rules]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
 
 if __name__ == "__main__":
     from pipeline.stage import main

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 
 from pipeline.errors import PipelineError
 
@@ -30,10 +31,7 @@ def main() -> None:
             raise PipelineError(f"{ADAPTER}: missing; fetch it with `dvc pull {ADAPTER}`")
         tokenizer = load_tokenizer()
         model = PeftModel.from_pretrained(load_base(), str(ADAPTER)).eval()
-        if args.base:
-            with model.disable_adapter():
-                answers = generate(model, tokenizer, args.prompts, args.max_new_tokens)
-        else:
+        with model.disable_adapter() if args.base else nullcontext():
             answers = generate(model, tokenizer, args.prompts, args.max_new_tokens)
     except PipelineError as exc:
         sys.exit(f"error: {exc}")
