@@ -82,14 +82,15 @@ def corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def run_filter(docs: list[tuple[str, str]], directory: Path) -> dict:
-    """prepare + filter in a fresh process, for an honest peak-memory figure."""
+    """prepare, then filter in a fresh process of its own, for honest peak-memory figures (the stage's own
+    process and its largest worker)."""
     source = directory / "web.jsonl"
     with source.open("w", encoding="utf-8") as handle:
         for i, (label, text) in enumerate(docs):
             handle.write(json.dumps({"id": f"{label}-{i}", "text": text}, ensure_ascii=False) + "\n")
     overlay = {"data": {"sources": [{"name": "web", "path": str(source), "format": "text"}]}}
     (directory / "overlay.json").write_text(json.dumps(overlay))
-    code = f"""
+    setup = f"""
 import json, resource, time, sys, yaml
 sys.path.insert(0, {str(ROOT)!r})
 from pipeline.experiment import merged
@@ -97,12 +98,16 @@ from pipeline.params import validate
 from stages import prepare, filter as filter_stage
 raw = merged(yaml.safe_load(open({str(ROOT / 'params.yaml')!r})), json.load(open('overlay.json')))
 params = validate(raw, 'bench')
-prepare.run(params)
+"""
+    subprocess.run([sys.executable, "-c", setup + "prepare.run(params)"], cwd=directory, check=True,
+                   capture_output=True)
+    code = setup + """
 start = time.perf_counter()
 report = filter_stage.run(params)
 seconds = time.perf_counter() - start
-print('RESULT ' + json.dumps({{'seconds': seconds, 'report': report,
-      'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+print('RESULT ' + json.dumps({'seconds': seconds, 'report': report,
+      'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      'peak_worker_rss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
     output = subprocess.run([sys.executable, "-c", code], cwd=directory, capture_output=True, text=True)
     line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -139,12 +144,13 @@ def run_naive(docs: list[tuple[str, str]]) -> dict:
 
 
 def run_language_id(docs: list[tuple[str, str]]) -> dict:
-    """The language-ID step alone, as the filter stage calls it (lingua, candidates, batch API, 1,500 chars)."""
+    """The language-ID step alone (lingua, candidate languages, filter.language_sample_chars of each document),
+    through the batch API on all cores."""
     from pipeline.language import TurkishDetector
     from pipeline.params import load
 
     rules = load(ROOT / "params.yaml").filter
-    detector = TurkishDetector("lingua", rules.candidate_languages, rules.min_turkish_confidence)
+    detector = TurkishDetector.from_params(rules)
     start = time.perf_counter()
     verdicts = detector.is_turkish([text for _, text in docs])
     seconds = time.perf_counter() - start
@@ -166,12 +172,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_filter(docs, Path(tmp))
     ours["docs_per_second"] = args.docs / ours["seconds"]
+    with tempfile.TemporaryDirectory() as tmp:  # memory must not grow with the corpus
+        fifth = run_filter(docs[: args.docs // 5], Path(tmp))
     naive = run_naive(docs[: args.naive_docs])
     language_id = run_language_id(docs[: args.naive_docs * 5])
     result = {
         "machine": f"{platform.machine()}, {cores} cores, {platform.python_version()}",
         "docs": args.docs, "mean_words_per_doc": round(words, 1), "mix": dict(MIX),
         "filter_stage": {k: v for k, v in ours.items() if k != "report"} | {"drops": ours["report"]["sources"]["web"]},
+        "peak_rss_mib_at_a_fifth_of_the_docs": {"docs": args.docs // 5, "stage": fifth["peak_rss_mib"],
+                                                "worker": fifth["peak_worker_rss_mib"]},
         "naive_langdetect": naive | {"docs": args.naive_docs},
         "lingua_language_id_only": language_id,
         "speedup_language_id_only": round(language_id["docs_per_second"] / naive["docs_per_second"], 2),

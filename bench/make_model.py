@@ -2,11 +2,14 @@
 
     python bench/make_model.py OUT_DIR --shape gemma3-27b --layers 8
     python bench/make_model.py OUT_DIR --shape gemma4-tiny
+    python bench/make_model.py OUT_DIR --shape gemma3-multimodal-tiny
 
 gemma3-27b: Gemma-3-27B's text decoder (hidden 5376, MLP 21504, 32 heads, 16 KV heads, head_dim 128, vocab
 262,208, sliding window 1024, 5 local : 1 global layers), cut to --layers decoder layers. The tokenizer is the
 tests' SentencePiece tokenizer trained on the demo corpus (ids < 400 of the 262k vocab are used), so the
-pipeline can tokenize the demo data for it; its chat markers sit at their own ids.
+pipeline can tokenize the demo data for it; its chat markers sit at their own ids. gemma3-multimodal-tiny: a
+tiny Gemma3ForConditionalGeneration (SigLIP tower included), the class the real 4B-27B checkpoints load as,
+whose training needs token_type_ids and whose vision tower LoRA must leave alone.
 """
 from __future__ import annotations
 
@@ -46,10 +49,27 @@ def gemma4_tiny(vocab_size: int):
     return Gemma4ForCausalLM(config)
 
 
+def gemma3_multimodal_tiny(vocab_size: int):
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+
+    text = Gemma3TextConfig(vocab_size=vocab_size + 1, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, sliding_window=64,
+                            pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=28, patch_size=14)
+    # the image token gets an id of its own past the text vocabulary; no image is ever given
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                          image_token_index=vocab_size, boi_token_index=vocab_size, eoi_token_index=vocab_size)
+    return Gemma3ForConditionalGeneration(config)
+
+
+SHAPES = {"gemma3-27b": None, "gemma4-tiny": gemma4_tiny, "gemma3-multimodal-tiny": gemma3_multimodal_tiny}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--shape", choices=["gemma3-27b", "gemma4-tiny"], default="gemma3-27b")
+    parser.add_argument("--shape", choices=list(SHAPES), default="gemma3-27b")
     parser.add_argument("--layers", type=int, default=8)
     args = parser.parse_args()
     family = "gemma4" if args.shape == "gemma4-tiny" else "gemma3"
@@ -57,7 +77,7 @@ def main() -> None:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
-        model = gemma3_27b(args.layers) if args.shape == "gemma3-27b" else gemma4_tiny(len(tokenizer))
+        model = gemma3_27b(args.layers) if args.shape == "gemma3-27b" else SHAPES[args.shape](len(tokenizer))
     model.to(torch.bfloat16).save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
     params = sum(p.numel() for p in model.parameters())

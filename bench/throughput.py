@@ -5,7 +5,8 @@
 Each variant runs in a fresh process (clean peak-memory figures; DeepSpeed and compiled kernels hold
 process-wide state). Rows are random token ids: speed does not depend on the values. Fixed-length rows are
 all `seq` tokens; variable-length rows draw lengths like web and Wikipedia documents (log-normal, median ~600
-tokens, clipped to 128..seq). The first 3 steps are warm-up and not timed.
+tokens, clipped to 128..seq). The first 3 steps are warm-up and not timed. A variant's `attention` (default sdpa)
+picks the attention implementation; "varlen" is pipeline.attention's (torch's varlen kernel, for packed rows).
 
 MFU counts 6 x (parameters that multiply every token: the decoder's matrices and the LM head) per real token,
 plus attention's 12 x layers x seq x hidden per token over the causal half, against the card's dense bf16
@@ -34,6 +35,9 @@ VARIANTS = {
     "liger": dict(lengths="variable", packing=False, liger=True, bf16_cast=False),
     "bf16_cast": dict(lengths="variable", packing=False, liger=False, bf16_cast=True),
     "packed_liger_bf16": dict(lengths="variable", packing=True, liger=True, bf16_cast=True),
+    # packed rows through torch's varlen FlashAttention kernel instead of SDPA with a block-diagonal mask
+    "packed_varlen": dict(lengths="variable", packing=True, liger=False, bf16_cast=False, attention="varlen"),
+    "packed_varlen_liger_bf16": dict(lengths="variable", packing=True, liger=True, bf16_cast=True, attention="varlen"),
 }
 WARMUP = 3
 
@@ -65,20 +69,22 @@ def run_variant(model_dir: Path, name: str, steps: int, batch: int, seq: int) ->
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from pipeline.attention import register_varlen_attention
     from pipeline.models import load_base, load_tokenizer, lora_target_regex
 
-    variant = VARIANTS[name]
+    variant = {"attention": "sdpa", **VARIANTS[name]}
     torch.manual_seed(0)
     tokenizer = load_tokenizer(model_dir)
-    model = load_base(model_dir)
+    model = load_base(model_dir)  # loads with sdpa
+    if variant["attention"] == "varlen":
+        model.set_attn_implementation(register_varlen_attention())
     model.config.use_cache = False  # with packed rows SDPA masks by position ids only without a cache
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
     if variant["bf16_cast"]:
-        # prepare_model_for_kbit_training upcasts the (tied, 1.4B-parameter) embedding and the norms to fp32
-        for module in model.modules():
-            if isinstance(module, torch.nn.Embedding) or "RMSNorm" in type(module).__name__:
-                module.to(torch.bfloat16)
+        from stages.train import cast_to_bf16
+
+        cast_to_bf16(model)  # as the train stage does with train.bf16_cast
     vocab = model.config.get_text_config().vocab_size
     # packed variants need ~4x the documents to fill the same number of steps with real tokens
     row_lengths = lengths(variant["lengths"], batch * (steps + 1) * (4 if variant["packing"] else 1), seq)
@@ -160,13 +166,13 @@ def main() -> None:
             continue
         results.append(json.loads(line[len("RESULT "):]))
     base = next((r for r in results if r["variant"] == "seed_fixed" and "error" not in r), None)
-    print(f"\n{'variant':<16}{'real tok/s':>12}{'peak GiB':>10}{'MFU':>8}{'x seed':>8}")
+    print(f"\n{'variant':<26}{'real tok/s':>12}{'peak GiB':>10}{'MFU':>8}{'x seed':>8}")
     for r in results:
         if "error" in r:
-            print(f"{r['variant']:<16} error: {r['error']}")
+            print(f"{r['variant']:<26} error: {r['error']}")
             continue
         ratio = r["real_tokens_per_second"] / base["real_tokens_per_second"] if base else float("nan")
-        print(f"{r['variant']:<16}{r['real_tokens_per_second']:>12.0f}{r['peak_memory_gib']:>10.2f}"
+        print(f"{r['variant']:<26}{r['real_tokens_per_second']:>12.0f}{r['peak_memory_gib']:>10.2f}"
               f"{r['mfu']:>8.3f}{ratio:>8.2f}")
     out = {"card": torch.cuda.get_device_name(), "model": str(args.model), "torch": torch.__version__,
            "results": results}

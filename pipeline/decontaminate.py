@@ -2,7 +2,8 @@
 
 Evaluation texts are the validation split (known before filtering: it is a function of source and id) and
 any local benchmark files (`filter.decontamination_files`: .jsonl/.json/.parquet rows, text in their string
-fields, or .txt lines). N-grams are hashed to 64-bit integers so millions of them fit in memory.
+fields, or .txt lines). N-grams are hashed to 64-bit integers kept in one sorted array (8 bytes each, a
+Python set would take ~60), searched per document with numpy.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.dedup import shingle_hashes
@@ -17,11 +19,11 @@ from pipeline.errors import PipelineError
 from pipeline.text import dedup_key
 
 
-def ngram_hashes(key: str, n: int) -> set[int]:
+def ngram_hashes(key: str, n: int) -> np.ndarray:
     """64-bit hashes of the word n-grams of a dedup key (pipeline.text.dedup_key); none for shorter texts."""
-    if len(key.split(" ")) < n:
-        return set()
-    return set(shingle_hashes(key, n).tolist())
+    if key.count(" ") + 1 < n:
+        return np.zeros(0, dtype=np.uint64)
+    return shingle_hashes(key, n)
 
 
 def strings(value) -> Iterable[str]:
@@ -56,12 +58,24 @@ def benchmark_texts(path: Path) -> Iterable[str]:
 
 
 class Contamination:
+    """Collect evaluation texts with `add`, then `freeze` once; `contaminated` asks about a training key."""
+
     def __init__(self, n: int):
         self.n = n
-        self.hashes: set[int] = set()
+        self._parts: list[np.ndarray] = []
+        self.hashes = np.zeros(0, dtype=np.uint64)
 
     def add(self, text: str) -> None:
-        self.hashes |= ngram_hashes(dedup_key(text), self.n)
+        self._parts.append(ngram_hashes(dedup_key(text), self.n))
 
-    def contaminated(self, ngrams: set[int]) -> bool:
-        return not self.hashes.isdisjoint(ngrams)
+    def freeze(self) -> "Contamination":
+        self.hashes = np.unique(np.concatenate([self.hashes, *self._parts]))
+        self._parts = []
+        return self
+
+    def contaminated(self, key: str) -> bool:
+        ngrams = ngram_hashes(key, self.n)
+        if not len(ngrams) or not len(self.hashes):
+            return False
+        found = np.searchsorted(self.hashes, ngrams).clip(max=len(self.hashes) - 1)
+        return bool((self.hashes[found] == ngrams).any())

@@ -9,14 +9,22 @@ from __future__ import annotations
 from typing import Sequence
 
 from pipeline.errors import PipelineError
+from pipeline.params import Filter
 
-# Language ID needs a few hundred characters; reading whole documents only costs time.
-SAMPLE_CHARS = 1500
+
+def sample(text: str, chars: int) -> str:
+    """`chars` characters from the middle of a text, cut at spaces: lingua's cost grows with the length it
+    reads (~1 µs a character) and a few sentences decide; the middle skips headers and menus at the start."""
+    if len(text) <= chars:
+        return text
+    start = text.find(" ", (len(text) - chars) // 2) + 1
+    end = text.rfind(" ", start, start + chars)
+    return text[start:end if end > start else start + chars]
 
 
 class TurkishDetector:
-    def __init__(self, detector: str, candidates: Sequence[str], min_confidence: float):
-        self.kind, self.min_confidence = detector, min_confidence
+    def __init__(self, detector: str, candidates: Sequence[str], min_confidence: float, sample_chars: int):
+        self.kind, self.min_confidence, self.sample_chars = detector, min_confidence, sample_chars
         if detector == "lingua":
             from lingua import Language, LanguageDetectorBuilder
 
@@ -33,12 +41,25 @@ class TurkishDetector:
 
             DetectorFactory.seed = 0  # langdetect is random unless seeded
 
+    @classmethod
+    def from_params(cls, rules: Filter) -> "TurkishDetector":
+        return cls(rules.language_detector, rules.candidate_languages, rules.min_turkish_confidence,
+                   rules.language_sample_chars)
+
+    def confidence(self, text: str) -> float:
+        """Confidence that one text is Turkish, in [0, 1], computed in this thread: the filter's worker
+        processes call this (lingua's multi-threaded batch call is not safe to use across fork)."""
+        text = sample(text, self.sample_chars)
+        if self.kind == "lingua":
+            return self._lingua.compute_language_confidence(text, self._turkish)
+        return self._langdetect(text)
+
     def confidences(self, texts: Sequence[str]) -> list[float]:
-        """Confidence that each text is Turkish, in [0, 1]."""
-        samples = [text[:SAMPLE_CHARS] for text in texts]
+        """Confidence that each text is Turkish; lingua's batch API spreads the texts over all cores."""
+        samples = [sample(text, self.sample_chars) for text in texts]
         if self.kind == "lingua":
             return self._lingua.compute_language_confidence_in_parallel(samples, self._turkish)
-        return [self._langdetect(sample) for sample in samples]
+        return [self._langdetect(text) for text in samples]
 
     @staticmethod
     def _langdetect(text: str) -> float:
@@ -52,3 +73,7 @@ class TurkishDetector:
 
     def is_turkish(self, texts: Sequence[str]) -> list[bool]:
         return [score >= self.min_confidence for score in self.confidences(texts)]
+
+    def all_turkish(self, texts: Sequence[str]) -> bool:
+        """Every text Turkish; stops at the first that is not (a chat's English answer)."""
+        return all(self.confidence(text) >= self.min_confidence for text in texts)

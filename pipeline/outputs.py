@@ -1,11 +1,14 @@
 """Stage outputs that appear whole or not at all: parquet shards in a directory, JSON reports.
 
 Everything is written beside its final place and renamed at the end, so a failed or killed stage leaves the
-previous output intact and nothing downstream ever reads a half-written file.
+previous output intact and nothing downstream ever reads a half-written file. Stages that take hours
+(prepare, filter) write into a `resumable_dir` instead: it survives a kill, and a rerun with the same inputs
+and params keeps the shards it completed.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +18,14 @@ from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.errors import PipelineError
+
+# Rows a ShardWriter holds before writing them as one parquet row group: its memory bound, and the unit of
+# work the filter's processes read.
+ROW_GROUP = 1024
+STATE = ".state"  # a resumable_dir's bookkeeping (fingerprint, done markers), not part of the output
+log = logging.getLogger("outputs")
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 ROWS = pa.schema(
@@ -29,6 +40,16 @@ ROWS = pa.schema(
 )
 
 
+def _replace(path: Path, new: Path) -> None:
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        path.rename(old)
+        new.rename(path)
+        shutil.rmtree(old)
+    else:
+        new.rename(path)
+
+
 @contextmanager
 def atomic_dir(path: Path | str) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `path` only if the block succeeds."""
@@ -37,15 +58,39 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
+        _replace(path, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def resumable_dir(path: Path | str, fingerprint: dict) -> Iterator[Path]:
+    """Like `atomic_dir`, but the work directory (`.<name>.partial` beside `path`) outlives a killed run: a
+    rerun whose `fingerprint` (inputs and params) matches gets it back with the shards already done. A
+    different fingerprint starts afresh; a `PipelineError` (bad input, bad params) removes it, since running
+    again would only fail the same way. The caller keeps its bookkeeping under `<work>/.state/`, which is
+    dropped, with any unfinished `.tmp` file, before the work directory becomes `path`."""
+    path = Path(path)
+    work = path.with_name(f".{path.name}.partial")
+    stamp = work / STATE / "fingerprint.json"
+    expected = json.dumps(fingerprint, sort_keys=True, default=str)
+    if work.exists() and not (stamp.is_file() and stamp.read_text() == expected):
+        log.info("%s: inputs or params changed since the interrupted run; starting afresh", path)
+        shutil.rmtree(work)
+    if work.exists():
+        log.info("%s: resuming the interrupted run in %s", path, work)
+    else:
+        stamp.parent.mkdir(parents=True)
+        stamp.write_text(expected)
+    try:
+        yield work
+    except PipelineError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(work / STATE)
+    for leftover in work.rglob("*.tmp"):
+        leftover.unlink()
+    _replace(path, work)
 
 
 def write_json(path: Path | str, obj: dict) -> None:
@@ -65,35 +110,50 @@ def write_text(path: Path | str, text: str) -> None:
 
 
 class ShardWriter:
-    """Rows in, parquet shards of at most `shard_rows` rows out (part-00000.parquet, ...)."""
+    """Rows in, parquet shards of at most `shard_rows` rows out (`<stem>-00000.parquet`, ...), written a row
+    group at a time so memory stays bounded; a shard appears under its name only once it is complete.
+    `first_shard` continues the numbering of an interrupted run."""
 
-    def __init__(self, directory: Path, shard_rows: int, schema: pa.Schema = ROWS):
-        self.directory, self.shard_rows, self.schema = Path(directory), shard_rows, schema
+    def __init__(self, directory: Path, shard_rows: int, schema: pa.Schema = ROWS, stem: str = "part",
+                 first_shard: int = 0):
+        self.directory, self.shard_rows, self.schema, self.stem = Path(directory), shard_rows, schema, stem
         self.directory.mkdir(parents=True, exist_ok=True)
         self.buffer: list[dict] = []
-        self.shards = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.in_shard = 0
+        self.shards = first_shard
         self.rows = 0
 
-    def add(self, row: dict) -> None:
-        self.buffer.append(row)
-        if len(self.buffer) >= self.shard_rows:
-            self.flush()
+    def _path(self) -> Path:
+        return self.directory / f"{self.stem}-{self.shards:05d}.parquet"
 
-    def flush(self) -> None:
+    def add(self, row: dict) -> bool:
+        """Buffer a row; True when it completed a shard."""
+        self.buffer.append(row)
+        if len(self.buffer) >= ROW_GROUP or self.in_shard + len(self.buffer) >= self.shard_rows:
+            self._write_group()
+        if self.in_shard >= self.shard_rows:
+            self._close_shard()
+            return True
+        return False
+
+    def _write_group(self) -> None:
         if not self.buffer:
             return
-        table = pa.Table.from_pylist(self.buffer, schema=self.schema)
-        pq.write_table(table, self.directory / f"part-{self.shards:05d}.parquet", compression="zstd")
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self._path().with_suffix(".tmp"), self.schema, compression="zstd")
+        self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema), row_group_size=ROW_GROUP)
+        self.in_shard += len(self.buffer)
         self.rows += len(self.buffer)
-        self.shards += 1
         self.buffer = []
 
+    def _close_shard(self) -> None:
+        self.writer.close()
+        self._path().with_suffix(".tmp").rename(self._path())
+        self.writer, self.in_shard = None, 0
+        self.shards += 1
+
     def close(self) -> None:
-        self.flush()
-
-
-def read_rows(directory: Path | str) -> Iterator[dict]:
-    """Rows of every shard under `directory`, in file order."""
-    for path in sorted(Path(directory).rglob("*.parquet")):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
-            yield from batch.to_pylist()
+        self._write_group()
+        if self.writer is not None:
+            self._close_shard()

@@ -61,6 +61,7 @@ class Filter(Section):
     language_detector: Literal["lingua", "langdetect"]
     candidate_languages: list[str] = Field(min_length=2)  # lingua names; Turkish's neighbours included
     min_turkish_confidence: float = Field(ge=0, le=1)
+    language_sample_chars: int = Field(ge=50)  # characters from a text's middle that language ID reads
     min_words: int = Field(ge=0)
     max_words: int = Field(gt=0)
     min_mean_word_length: float = Field(ge=0)
@@ -73,6 +74,7 @@ class Filter(Section):
     boilerplate_markers: list[str]
     near_dedup_threshold: float = Field(gt=0, le=1)
     minhash_permutations: int = Field(gt=0)
+    dedup_false_positive_rate: float = Field(gt=0, lt=0.01)  # per Bloom filter of the bounded dedup index
     validation_fraction: float = Field(gt=0, lt=1)
     decontamination_ngram: int = Field(ge=5)  # words; 13 as in GPT-3's decontamination
     decontamination_files: list[str]  # local benchmark texts to protect (besides the validation split)
@@ -109,6 +111,9 @@ class Train(Section):
     accelerate_config: str  # the launcher config of the train stage (configs/accelerate/)
     num_processes: int = Field(gt=0)  # GPUs the train stage uses (one process each)
     liger: bool  # Liger's RMSNorm/GeGLU/RoPE kernels (CUDA; needs liger-kernel installed)
+    attention: Literal["sdpa", "varlen"]  # varlen: torch's varlen kernel for packed rows (tokenize.packing)
+    bf16_cast: bool  # CUDA: embedding and norms back to bf16 after prepare_model_for_kbit_training upcast them
+    merge: bool  # also write the adapter merged into the bf16 base to models/merged (54 GB for 27B)
     eval_steps: int = Field(gt=0)
     save_steps: int = Field(gt=0)
     logging_steps: int = Field(gt=0)
@@ -139,6 +144,8 @@ class Params(Section):
     def words_bounds(self) -> "Params":
         if self.filter.min_words > self.filter.max_words:
             raise ValueError("filter.min_words is larger than filter.max_words")
+        if self.train.attention == "varlen" and not self.tokenize.packing:
+            raise ValueError("train.attention: varlen needs packed rows (tokenize.packing: true); use sdpa")
         return self
 
 

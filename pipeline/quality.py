@@ -1,8 +1,8 @@
 """Document quality rules in the spirit of Gopher, C4 and FineWeb; each has its own param and drop counter.
 
-`failed_rule(text, params)` returns the name of the first rule a text fails, or None. Rules that judge lines
-(duplicate lines, punctuated lines) apply only to texts with several lines; chats get the length and
-boilerplate rules only (`failed_chat_rule`).
+`failed_rule(text, params, tokens)` returns the name of the first rule a text fails, or None. Rules that
+judge lines (duplicate lines, punctuated lines) apply only to texts with several lines; chats get the length
+and boilerplate rules only (`failed_chat_rule`).
 """
 from __future__ import annotations
 
@@ -37,13 +37,14 @@ def _duplicate_line_fraction(lines: list[str]) -> float:
     return sum(n for n in counts.values() if n > 1) / len(lines)
 
 
-def _top_bigram_fraction(tokens: list[str]) -> float:
-    """Share of characters covered by the most frequent word bigram (Gopher's repetition signal)."""
+def _top_bigram_fraction(tokens: list[str], letters: int) -> float:
+    """Share of the `letters` (characters in words) covered by the most frequent word bigram (Gopher's
+    repetition signal)."""
     if len(tokens) < 4:
         return 0.0
     bigrams = Counter(zip(tokens, tokens[1:]))
     (first, second), count = bigrams.most_common(1)[0]
-    return count * (len(first) + len(second)) / max(sum(len(t) for t in tokens), 1)
+    return count * (len(first) + len(second)) / max(letters, 1)
 
 
 def _boilerplate(text: str, markers: list[str]) -> bool:
@@ -51,11 +52,14 @@ def _boilerplate(text: str, markers: list[str]) -> bool:
     return any(marker in folded for marker in markers)
 
 
-def failed_rule(text: str, rules: Filter) -> str | None:
-    tokens = words(text)
+def failed_rule(text: str, rules: Filter, tokens: list[str] | None = None) -> str | None:
+    """`tokens` are the text's Turkish-case-folded words when the caller has them already (the filter does:
+    the same words make its dedup key); computing them twice was a fifth of the filter's time."""
+    tokens = words(turkish_casefold(text)) if tokens is None else tokens
     if not rules.min_words <= len(tokens) <= rules.max_words:
         return "word_count"
-    mean_length = sum(len(t) for t in tokens) / len(tokens)
+    letters = len(" ".join(tokens)) - len(tokens) + 1  # a C-level join: summing len() per word cost ~15 %
+    mean_length = letters / len(tokens)
     if not rules.min_mean_word_length <= mean_length <= rules.max_mean_word_length:
         return "mean_word_length"
     if _symbol_ratio(text) > rules.max_symbol_ratio:
@@ -64,7 +68,7 @@ def failed_rule(text: str, rules: Filter) -> str | None:
         return "digit_ratio"
     if _boilerplate(text, rules.boilerplate_markers):
         return "boilerplate"
-    if _top_bigram_fraction(words(turkish_casefold(text))) > rules.max_top_ngram_fraction:
+    if _top_bigram_fraction(tokens, letters) > rules.max_top_ngram_fraction:
         return "top_ngram_repetition"
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     if len(lines) >= MIN_LINES_FOR_LINE_RULES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -228,7 +229,7 @@ def read_local(path: Path) -> Iterator[Record]:
         yield from _json_lines(path)
 
 
-def read_hub(source: Source) -> Iterator[Record]:
+def read_hub(source: Source, start: int = 0) -> Iterator[Record]:
     import datasets  # imported here: loading it costs seconds that local sources do not need
 
     try:
@@ -236,17 +237,18 @@ def read_hub(source: Source) -> Iterator[Record]:
             source.path, name=source.config, split=source.split, revision=source.revision, streaming=True,
             token=os.environ.get("HF_TOKEN"),
         )
-        for number, row in enumerate(stream):
+        if start:
+            stream = stream.skip(start)  # a resumed prepare: the rows before `start` are in its shards
+        for number, row in enumerate(stream, start=start):
             yield Record(f"{source.path}[{number}]", row)
     except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(f"source {source.name!r}: cannot load Hub dataset {source.path!r}: {first_line}") from None
 
 
-def records(source: Source, index: int) -> Iterator[Record]:
-    """Raw records of one source in a deterministic order."""
+def records(source: Source, index: int, start: int = 0) -> Iterator[Record]:
+    """Raw records of one source in a deterministic order, from the `start`-th on."""
     if is_local(source.path):
-        for path in local_files(source, index):
-            yield from read_local(path)
+        yield from itertools.islice((r for path in local_files(source, index) for r in read_local(path)), start, None)
     else:
-        yield from read_hub(source)
+        yield from read_hub(source, start)

@@ -1,10 +1,12 @@
 """Turkish-aware text normalisation: NFC, Turkish case folding, words."""
 from __future__ import annotations
 
-import re
+import string
 import unicodedata
 
-WORD = re.compile(r"\w+", re.UNICODE)
+# Punctuation stripped from the ends of whitespace-separated tokens; inside a token it stays ("Türkiye'nin"
+# is one word). A \w+ regular expression gave nearly the same words at twice the cost.
+PUNCTUATION = string.punctuation + "«»“”‘’„…–—·•"
 
 
 def normalise(text: str) -> str:
@@ -20,7 +22,7 @@ def turkish_casefold(text: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    return WORD.findall(text)
+    return list(filter(None, [token.strip(PUNCTUATION) for token in text.split()]))
 
 
 def dedup_key(text: str) -> str:

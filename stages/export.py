@@ -1,49 +1,49 @@
-"""export: merge the trained adapter into the base model and save a standalone checkpoint (optional).
+"""export: the adapter merged into the base model as a standalone checkpoint, when `train.merge` is true.
 
-    python -m stages.export [--out models/merged]
-
-Not part of `dvc repro`: a merged 27B checkpoint is ~54 GB in bf16, which most users do not want in their
-DVC cache. The merge runs on the unquantised base in bf16 (merging into 4-bit weights would round the
-adapter away), on the CPU unless a GPU has room; it needs RAM for the whole bf16 model.
+Input: models/base/, models/adapter/. Output: models/merged/ (a transformers checkpoint in bf16 with the
+tokenizer), or, with `train.merge: false` (the default), only a README saying how to get one: a merged 27B
+checkpoint is ~54 GB, which most users do not want in their DVC cache and remote. The merge runs on the
+unquantised base in bf16 (merging into 4-bit weights would round the adapter away), on the CPU: it needs RAM
+for the whole bf16 model.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from pipeline.errors import PipelineError
 from pipeline.outputs import atomic_dir
+from pipeline.params import Params
 
 ADAPTER = Path("models/adapter")
+OUT = Path("models/merged")
+DISABLED = """# No merged checkpoint
+
+`train.merge` is false, so the export stage wrote only this note. The adapter is in models/adapter; to get a
+standalone checkpoint, run `dvc exp run -S train.merge=true` (or set it in params.yaml and `dvc repro export`).
+"""
 
 
-def export(out: Path) -> Path:
+def run(params: Params) -> dict:
     from peft import PeftModel
 
     from pipeline.models import load_causal_lm, load_tokenizer
 
     if not (ADAPTER / "adapter_config.json").exists():
         raise PipelineError(f"{ADAPTER}: missing; run the pipeline or `dvc pull {ADAPTER}` first")
-    base = load_causal_lm(dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(base, str(ADAPTER)).merge_and_unload()
-    with atomic_dir(out) as tmp:
-        merged.save_pretrained(tmp)
-        load_tokenizer().save_pretrained(tmp)
-    return out
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("models/merged"))
-    args = parser.parse_args()
-    try:
-        print(f"merged checkpoint in {export(args.out)}")
-    except PipelineError as exc:
-        sys.exit(f"error: {exc}")
+    with atomic_dir(OUT) as out:
+        if not params.train.merge:
+            (out / "README.md").write_text(DISABLED, encoding="utf-8")
+            return {"merged": False}
+        base = load_causal_lm(dtype=torch.bfloat16)
+        merged = PeftModel.from_pretrained(base, str(ADAPTER)).merge_and_unload()
+        merged.save_pretrained(out)
+        load_tokenizer().save_pretrained(out)
+    return {"merged": True, "path": str(OUT)}
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.stage import main
+
+    main(run, __doc__)

@@ -2,43 +2,51 @@
 
 Input: data/prepared/<source>/. Output: data/filtered/{train,validation}/part-*.parquet, reports/filter.json
 (per source: read, kept, dropped per rule) and reports/data.md (the same as a table).
+
+Work goes shard by shard: worker processes (one per core) judge each row on their own (language, quality
+rules, decontamination, MinHash); this process then checks the survivors against the dedup index in row
+order, so the output is deterministic. Memory is bounded: the dedup index is a set of memory-mapped Bloom
+filters (pipeline.dedup) and at most a row group per worker is in flight. A killed run resumes after the last
+shard it completed.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import multiprocessing
 import os
 from collections import Counter
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
+from typing import Iterable, Iterator
 
+import numpy as np
 import pyarrow.parquet as pq
-from datasketch import MinHash
 from tqdm import tqdm
 
-from pipeline.decontaminate import Contamination, benchmark_texts, ngram_hashes
-from pipeline.dedup import Deduplicator, minhash
+from pipeline.decontaminate import Contamination, benchmark_texts
+from pipeline.dedup import Deduplicator, band_hashes, digest, minhash
+from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.language import TurkishDetector
-from pipeline.outputs import ShardWriter, atomic_dir, read_rows, write_json, write_text
-from pipeline.params import Params
+from pipeline.outputs import STATE, ShardWriter, resumable_dir, write_json, write_text
+from pipeline.params import Filter, Params
 from pipeline.quality import failed_chat_rule, failed_rule
-from pipeline.text import dedup_key, normalise
+from pipeline.text import dedup_key, normalise, turkish_casefold, words
 
 IN = Path("data/prepared")
 OUT = Path("data/filtered")
 REPORT = Path("reports/filter.json")
 TABLE = Path("reports/data.md")
-BATCH = 2048
 JUDGED_ROLES = ("user", "assistant")  # system prompts are instructions, often English by convention
 log = logging.getLogger("filter")
 
 
 def is_validation(row: dict, fraction: float) -> bool:
-    digest = hashlib.sha1(f"{row['source']}\x1f{row['id']}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    digest_ = hashlib.sha1(f"{row['source']}\x1f{row['id']}".encode("utf-8")).digest()
+    return int.from_bytes(digest_[:8], "big") / 2**64 < fraction
 
 
 def normalised(row: dict) -> dict:
@@ -59,56 +67,68 @@ def dedup_text(row: dict) -> str:
     return "\n".join(m["content"] for m in row["messages"])
 
 
-@dataclass
-class Candidate:
-    """One row with everything judged about it that needs no shared state (computed in worker processes)."""
+@dataclass(frozen=True)
+class Verdict:
+    """What a worker decided about one row: the rule that dropped it, or the row with what dedup needs."""
 
-    row: dict
-    judged: list[str]
-    failed_rule: str | None
-    key: str
-    signature: MinHash
-    ngrams: set[int]
+    drop: str | None
+    row: dict | None = None
+    split: str | None = None
+    digest: bytes | None = None
+    bands: np.ndarray | None = None
 
 
-def examine(row: dict, rules) -> Candidate:
+def examine(row: dict, rules: Filter, detector: TurkishDetector, contamination: Contamination,
+            banding: tuple[int, int]) -> Verdict:
+    """Every check that needs no shared state, cheapest rejection first (most web text that fails, fails
+    language ID, and the MinHash is only computed for rows that pass everything else)."""
     row = normalised(row)
+    if not detector.all_turkish(judged_texts(row)):
+        return Verdict("language")
     if row["kind"] == "text":
-        rule = failed_rule(row["text"], rules)
+        tokens = words(turkish_casefold(row["text"]))
+        rule = failed_rule(row["text"], rules, tokens)
+        key = " ".join(tokens)  # = dedup_key(text), from the words the rules needed anyway
     else:
         rule = failed_chat_rule(row["messages"], rules)
-    key = dedup_key(dedup_text(row))
-    return Candidate(row, judged_texts(row), rule, key, minhash(key, rules.minhash_permutations),
-                     ngram_hashes(key, rules.decontamination_ngram))
+        key = dedup_key(dedup_text(row))
+    if rule:
+        return Verdict(rule)
+    split = "validation" if is_validation(row, rules.validation_fraction) else "train"
+    if split == "train" and contamination.contaminated(key):
+        return Verdict("decontamination")
+    signature = minhash(key, rules.minhash_permutations)
+    return Verdict(None, row, split, digest(key), band_hashes(signature, *banding))
 
 
-def filter_batch(rows: list[dict], params: Params, detector: TurkishDetector, dedup: Deduplicator,
-                 contamination: Contamination, counts: Counter, pool=None):
-    """Yield (split, row) for the rows that pass every check; count each drop under the rule that caused it.
-    Per-row work runs in `pool` when given; language ID (lingua is multi-threaded itself) and the checks
-    against shared state (dedup, contamination) run here, in row order, so the output is deterministic."""
-    work = partial(examine, rules=params.filter)
-    candidates = pool.map(work, rows, chunksize=16) if pool else [work(row) for row in rows]
-    flat = detector.is_turkish([text for c in candidates for text in c.judged])
-    position = 0
-    for candidate in candidates:
-        turkish = all(flat[position : position + len(candidate.judged)])
-        position += len(candidate.judged)
-        if not turkish:
-            counts["language"] += 1
+def keep(verdicts: Iterable[Verdict], dedup: Deduplicator, counts: Counter) -> Iterator[tuple[str, dict]]:
+    """Yield (split, row) for the rows that pass dedup too; count each drop under the rule that caused it."""
+    for verdict in verdicts:
+        drop = verdict.drop or dedup.check(verdict.digest, verdict.bands)
+        if drop:
+            counts[drop] += 1
             continue
-        if candidate.failed_rule:
-            counts[candidate.failed_rule] += 1
-            continue
-        split = "validation" if is_validation(candidate.row, params.filter.validation_fraction) else "train"
-        if split == "train" and contamination.contaminated(candidate.ngrams):
-            counts["decontamination"] += 1
-            continue
-        duplicate = dedup.check(candidate.key, candidate.signature)
-        if duplicate:
-            counts[duplicate] += 1
-            continue
-        yield split, candidate.row
+        counts[f"kept_{verdict.split}"] += 1
+        yield verdict.split, verdict.row
+
+
+def filter_rows(rows: Iterable[dict], params: Params, detector: TurkishDetector, dedup: Deduplicator,
+                contamination: Contamination, counts: Counter) -> Iterator[tuple[str, dict]]:
+    """The whole filter on rows in this process (the stage spreads `examine` over worker processes)."""
+    banding = (dedup.bands, dedup.rows)
+    verdicts = (examine(row, params.filter, detector, contamination, banding) for row in rows)
+    yield from keep(verdicts, dedup, counts)
+
+
+# Set before the worker pool forks: workers share the language models and the evaluation n-grams instead of
+# receiving them pickled with every task.
+_WORKER: dict = {}
+
+
+def examine_row_group(task: tuple[str, int]) -> list[Verdict]:
+    path, group = task
+    rows = pq.ParquetFile(path).read_row_group(group).to_pylist()
+    return [examine(row, **_WORKER) for row in rows]
 
 
 def evaluation_ngrams(directories: list[Path], params: Params) -> Contamination:
@@ -121,67 +141,101 @@ def evaluation_ngrams(directories: list[Path], params: Params) -> Contamination:
             contamination.add(text)
     for directory in directories:
         for shard in sorted(directory.glob("*.parquet")):
-            keys = pq.read_table(shard, columns=["source", "id"]).to_pylist()
-            chosen = [i for i, key in enumerate(keys) if is_validation(key, rules.validation_fraction)]
-            if chosen:
-                for row in pq.read_table(shard).take(chosen).to_pylist():
-                    contamination.add(dedup_text(normalised(row)))
-    return contamination
+            parquet = pq.ParquetFile(shard)
+            for group in range(parquet.metadata.num_row_groups):  # a row group at a time: bounded memory
+                keys = parquet.read_row_group(group, columns=["source", "id"]).to_pylist()
+                chosen = [i for i, key in enumerate(keys) if is_validation(key, rules.validation_fraction)]
+                if chosen:
+                    for row in parquet.read_row_group(group).take(chosen).to_pylist():
+                        contamination.add(dedup_text(normalised(row)))
+    return contamination.freeze()
 
 
-def source_dirs() -> list[Path]:
+def source_dirs(params: Params) -> list[Path]:
+    """The prepared sources, in params order: which duplicate survives is decided by the order the user wrote."""
     if not IN.is_dir():
         raise PipelineError(f"{IN}: missing; run the prepare stage first (dvc repro prepare)")
-    return sorted(p for p in IN.iterdir() if p.is_dir())
+    order = {source.name: i for i, source in enumerate(params.data.sources)}
+    return sorted((p for p in IN.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, len(order)), p.name))
+
+
+def bloom_bytes(rows: int, rules: Filter) -> float:
+    """Disk the dedup index takes: one Bloom filter per LSH band and one for exact keys (~b+1 <= 2 x perms)."""
+    bits_per_row = -math.log(rules.dedup_false_positive_rate) / math.log(2) ** 2
+    return (rules.minhash_permutations + 1) * rows * bits_per_row / 8
+
+
+def filter_shard(task: tuple[int, Path], pool, dedup: Deduplicator, work: Path, params: Params,
+                 progress: tqdm) -> Counter:
+    index, path = task
+    counts: Counter = Counter()
+    groups = [(str(path), g) for g in range(pq.ParquetFile(path).metadata.num_row_groups)]
+    writers = {split: ShardWriter(work / split, params.data.shard_rows, stem=f"part-{index:05d}")
+               for split in ("train", "validation")}
+    for verdicts in pool.imap(examine_row_group, groups):
+        for split, row in keep(verdicts, dedup, counts):
+            writers[split].add(row)
+        progress.update(len(verdicts))
+    for writer in writers.values():
+        writer.close()
+    return counts
 
 
 def run(params: Params) -> dict:
     rules = params.filter
-    detector = TurkishDetector(rules.language_detector, rules.candidate_languages, rules.min_turkish_confidence)
-    dedup = Deduplicator(rules.near_dedup_threshold, rules.minhash_permutations)
-    order = {source.name: i for i, source in enumerate(params.data.sources)}
-    # Sources in params order, so that which duplicate survives is decided by the order the user wrote.
-    directories = sorted(source_dirs(), key=lambda p: order.get(p.name, len(order)))
-    contamination = evaluation_ngrams(directories, params)
-    report = {"sources": {}, "totals": {}}
-    with atomic_dir(OUT) as out, multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
-        train = ShardWriter(out / "train", params.data.shard_rows)
-        validation = ShardWriter(out / "validation", params.data.shard_rows)
-        for directory in directories:
-            total = sum(pq.ParquetFile(p).metadata.num_rows for p in directory.glob("*.parquet"))
-            counts: Counter = Counter()
-            batch: list[dict] = []
-            progress = tqdm(total=total, desc=f"filter {directory.name}", unit=" rows", mininterval=5)
-
-            def flush() -> None:
-                for split, row in filter_batch(batch, params, detector, dedup, contamination, counts, pool):
-                    (validation if split == "validation" else train).add(row)
-                    counts[f"kept_{split}"] += 1
-                progress.update(len(batch))
-                batch.clear()
-
-            for row in read_rows(directory):
-                batch.append(row)
-                if len(batch) == BATCH:
-                    flush()
-            flush()
-            progress.close()
-            dropped = {k: v for k, v in sorted(counts.items()) if not k.startswith("kept_")}
-            report["sources"][directory.name] = {
-                "read": total,
-                "kept_train": counts["kept_train"],
-                "kept_validation": counts["kept_validation"],
-                "dropped": dropped,
-            }
-            log.info("%s: %s", directory.name, report["sources"][directory.name])
-        train.close()
-        validation.close()
-        if train.rows == 0 or validation.rows == 0:
+    directories = source_dirs(params)
+    shards = [(directory.name, shard) for directory in directories for shard in sorted(directory.glob("*.parquet"))]
+    rows = {shard: pq.ParquetFile(shard).metadata.num_rows for _, shard in shards}
+    inputs = sum(shard.stat().st_size for _, shard in shards)
+    require_free(OUT.parent, inputs + bloom_bytes(sum(rows.values()), rules), "filter (data/prepared)")
+    fingerprint = {"filter": rules.model_dump(), "data": params.data.model_dump(),
+                   "inputs": [(str(s), s.stat().st_size, s.stat().st_mtime_ns) for _, s in shards]}
+    report = {"sources": {d.name: {"read": 0, "kept_train": 0, "kept_validation": 0, "dropped": Counter()}
+                          for d in directories}, "totals": {}}
+    with resumable_dir(OUT, fingerprint) as work:
+        state = work / STATE
+        dedup = Deduplicator(rules.near_dedup_threshold, rules.minhash_permutations, sum(rows.values()),
+                             state / "dedup", rules.dedup_false_positive_rate)
+        _WORKER.update(rules=rules, detector=TurkishDetector.from_params(rules),
+                       contamination=evaluation_ngrams(directories, params), banding=(dedup.bands, dedup.rows))
+        progress = tqdm(total=sum(rows.values()), desc="filter", unit=" rows", mininterval=5)
+        with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+            for index, (source, shard) in enumerate(shards):
+                marker, journal = state / f"done-{index:05d}.json", state / f"journal-{index:05d}.npz"
+                if marker.is_file():  # completed before a kill: its rows are in the output already
+                    done = json.loads(marker.read_text())
+                    progress.update(rows[shard])
+                else:
+                    for stale in work.glob(f"*/part-{index:05d}-*.parquet"):  # a shard cut off by a kill
+                        stale.unlink()
+                    counts = filter_shard((index, shard), pool, dedup, work, params, progress)
+                    dedup.commit(journal.with_suffix(".tmp"))
+                    journal.with_suffix(".tmp").rename(journal)
+                    done = {"counts": dict(counts), "applied": False}
+                    write_json(marker, done)
+                if not done["applied"]:
+                    dedup.apply(journal)
+                    write_json(marker, {**done, "applied": True})
+                source_report = report["sources"][source]
+                source_report["read"] += rows[shard]
+                for name, count in done["counts"].items():
+                    if name.startswith("kept_"):
+                        source_report[name] += count
+                    else:
+                        source_report["dropped"][name] += count
+        progress.close()
+        _WORKER.clear()
+        for name, source_report in report["sources"].items():
+            source_report["dropped"] = dict(sorted(source_report["dropped"].items()))
+            log.info("%s: %s", name, source_report)
+        totals = {split: sum(s[f"kept_{split}"] for s in report["sources"].values())
+                  for split in ("train", "validation")}
+        if totals["train"] == 0 or totals["validation"] == 0:
             raise PipelineError(
-                f"filter kept {train.rows} train and {validation.rows} validation rows; loosen filter.* params "
-                "or raise filter.validation_fraction"
+                f"filter kept {totals['train']} train and {totals['validation']} validation rows; loosen filter.* "
+                "params or raise filter.validation_fraction"
             )
-    report["totals"] = {"train": train.rows, "validation": validation.rows}
+    report["totals"] = totals
     write_json(REPORT, report)
     write_text(TABLE, data_table(report))
     return report

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers.integrations import DVCLiveCallback
 
+from pipeline.attention import register_varlen_attention
 from pipeline.errors import PipelineError
 from pipeline.models import (
     check_gpu_memory,
@@ -103,16 +104,31 @@ def resumable_checkpoint(params: Params) -> str | None:
 def load_model(params: Params, cuda: bool):
     if not cuda:
         log.info("no CUDA device: plain LoRA in fp32 (bitsandbytes 4-bit and bf16 training need a GPU)")
-        return load_base()
-    from peft import prepare_model_for_kbit_training
+        model = load_base()
+    else:
+        from peft import prepare_model_for_kbit_training
 
-    free, _total = torch.cuda.mem_get_info()
-    check_gpu_memory(four_bit_footprint(), free, torch.cuda.get_device_name())
-    # TRL 1.16 no longer calls this itself; it upcasts norms and the embedding to fp32 for stable training.
-    return prepare_model_for_kbit_training(
-        load_base(), use_gradient_checkpointing=params.train.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-    )
+        free, _total = torch.cuda.mem_get_info()
+        check_gpu_memory(four_bit_footprint(), free, torch.cuda.get_device_name())
+        # TRL 1.16 no longer calls this itself; it upcasts norms and the embedding to fp32 for stable training.
+        model = prepare_model_for_kbit_training(
+            load_base(), use_gradient_checkpointing=params.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        if params.train.bf16_cast:
+            cast_to_bf16(model)
+    if params.train.attention == "varlen":
+        model.set_attn_implementation(register_varlen_attention())
+    return model
+
+
+def cast_to_bf16(model) -> None:
+    """Embedding and norms back to bf16 after prepare_model_for_kbit_training upcast them to fp32: the tied
+    embedding of Gemma 3 27B is 1.4B parameters, and in fp32 it cost ~20 % speed and ~5 GiB (bench/README.md,
+    where the loss with and without the cast is compared). They are frozen; LoRA's own weights stay fp32."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding) or "RMSNorm" in type(module).__name__:
+            module.to(torch.bfloat16)
 
 
 def with_token_type_ids(collator):

@@ -12,7 +12,7 @@ from pipeline.experiment import merged
 from pipeline.params import validate
 from stages import filter as filter_stage
 from stages import prepare
-from tests.test_filter import TURKISH, TURKISH_MORE
+from tests.test_filter import TURKISH, TURKISH_MORE, deduplicator
 from tests.tiny import REPO
 
 DEMO_SOURCES = [
@@ -81,13 +81,14 @@ def test_training_rows_sharing_13_words_with_evaluation_texts_are_dropped(workdi
                           "filter": {"decontamination_files": [str(benchmark)], "validation_fraction": 0.01,
                                      "min_words": 5}})
     prepare.run(params)
-    contamination = filter_stage.evaluation_ngrams(filter_stage.source_dirs(), params)
-    detector = TurkishDetector("lingua", params.filter.candidate_languages, params.filter.min_turkish_confidence)
+    contamination = filter_stage.evaluation_ngrams(filter_stage.source_dirs(params), params)
+    detector = TurkishDetector.from_params(params.filter)
     prepared = [dict(r, source="web", kind="text", messages=None, meta=None) for r in rows]
     counts = Counter()
-    kept = list(filter_stage.filter_batch(prepared, params, detector, Deduplicator(0.8, 128), contamination, counts))
+    kept = list(filter_stage.filter_rows(prepared, params, detector, deduplicator(workdir / "dedup"), contamination,
+                                         counts))
     assert [row["id"] for _, row in kept] == ["clean"]
-    assert counts == {"decontamination": 1}
+    assert counts == {"decontamination": 1, "kept_train": 1}
 
 
 def test_validation_rows_protect_themselves_from_training_copies(workdir):
@@ -104,9 +105,9 @@ def test_validation_rows_protect_themselves_from_training_copies(workdir):
         filter_stage.run(params)
 
 
-def test_an_impossible_near_dedup_threshold_names_the_param():
+def test_an_impossible_near_dedup_threshold_names_the_param(tmp_path):
     with pytest.raises(PipelineError, match="filter.near_dedup_threshold"):
-        Deduplicator(threshold=0.999, permutations=16)
+        Deduplicator(threshold=0.999, permutations=16, capacity=10, directory=tmp_path, false_positive_rate=1e-5)
 
 
 def test_prepare_report_records_code_and_library_versions(workdir):

@@ -2,11 +2,11 @@
 import pytest
 
 from pipeline.decontaminate import Contamination
-from pipeline.dedup import Deduplicator
+from pipeline.dedup import Deduplicator, band_hashes, digest, minhash
 from pipeline.language import TurkishDetector
 from pipeline.quality import failed_rule
 from pipeline.text import dedup_key, normalise, turkish_casefold
-from stages.filter import filter_batch, is_validation
+from stages.filter import filter_rows, is_validation
 
 TURKISH = ("Dün akşam arkadaşlarımla birlikte sahilde uzun bir yürüyüş yaptık. Hava serindi ama deniz çok "
            "sakindi. Dönüşte küçük bir lokantada balık yedik ve gece geç saatte eve döndük.")
@@ -23,8 +23,43 @@ def lingua(params=None):
     from pipeline.params import load
     from tests.tiny import REPO
 
-    rules = load(REPO / "params.yaml").filter
-    return TurkishDetector("lingua", rules.candidate_languages, rules.min_turkish_confidence)
+    return TurkishDetector.from_params(load(REPO / "params.yaml").filter)
+
+
+def deduplicator(directory, capacity=1000) -> Deduplicator:
+    return Deduplicator(threshold=0.8, permutations=128, capacity=capacity, directory=directory,
+                        false_positive_rate=1e-5)
+
+
+def check(dedup: Deduplicator, text: str) -> str | None:
+    key = dedup_key(text)
+    return dedup.check(digest(key), band_hashes(minhash(key, 128), dedup.bands, dedup.rows))
+
+
+def test_minhash_is_datasketchs_over_the_shingle_hashes():
+    import numpy as np
+    from datasketch import MinHash
+
+    from pipeline.dedup import shingle_hashes
+
+    key = dedup_key(TURKISH)
+    reference = MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
+    reference.update_batch((shingle_hashes(key, 5) >> np.uint64(32)).tolist())
+    assert (minhash(key, 128) == reference.hashvalues).all()
+    assert (minhash(dedup_key(TURKISH_MORE), 128) != reference.hashvalues).any()  # the reused sketch was cleared
+
+
+def test_band_keys_of_distinct_signatures_do_not_collide():
+    """MinHash values are minima (small numbers): keys that merely sum a band's values, as datasketch's
+    BloomTable does, collide and drop unique documents as near duplicates."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    signatures = rng.integers(0, 2**32 // 300, size=(50_000, 128), dtype=np.uint64).astype(np.uint32)
+    keys = np.stack([band_hashes(signature, 9, 13) for signature in signatures])
+    assert all(len(np.unique(keys[:, band])) == len(signatures) for band in range(9))
+    plain_sums = signatures[:, :13].astype(np.uint64).sum(axis=1)
+    assert len(np.unique(plain_sums)) < len(signatures)  # what the test guards against
 
 
 def test_lingua_tells_turkish_from_azerbaijani_and_english(lingua):
@@ -32,7 +67,7 @@ def test_lingua_tells_turkish_from_azerbaijani_and_english(lingua):
 
 
 def test_langdetect_is_selectable_and_seeded(params):
-    detector = TurkishDetector("langdetect", params.filter.candidate_languages, 0.5)
+    detector = TurkishDetector("langdetect", params.filter.candidate_languages, 0.5, 300)
     assert detector.confidences([ENGLISH]) == [0.0]
     assert detector.confidences([TURKISH]) == detector.confidences([TURKISH])
     assert detector.is_turkish([TURKISH]) == [True]
@@ -42,7 +77,7 @@ def test_unknown_candidate_language_names_the_param():
     from pipeline.errors import PipelineError
 
     with pytest.raises(PipelineError, match="filter.candidate_languages"):
-        TurkishDetector("lingua", ["TURKISH", "KLINGON"], 0.5)
+        TurkishDetector("lingua", ["TURKISH", "KLINGON"], 0.5, 300)
 
 
 def test_turkish_case_folding_and_nfc():
@@ -75,17 +110,44 @@ def test_clean_turkish_passes_every_rule(params):
     assert failed_rule(TURKISH, params.filter) is None
 
 
-def test_exact_and_near_duplicates():
-    dedup = Deduplicator(threshold=0.8, permutations=128)
+def test_exact_and_near_duplicates(tmp_path):
+    dedup = deduplicator(tmp_path)
     third = ("Akşamüstü komşularımız bize uğradı ve bahçede birlikte çay içtik. Çocuklar top oynarken biz de "
              "eski günlerden, okul yıllarından ve yaz tatillerinden konuştuk. Güneş batınca herkes evine döndü.")
     long_turkish = " ".join([TURKISH, TURKISH_MORE, third])  # ~90 words: one changed word keeps Jaccard ~0.9
-    assert dedup.check(dedup_key(long_turkish)) is None
+    assert check(dedup, long_turkish) is None
     turkish_upper = long_turkish.translate(str.maketrans({"i": "İ", "ı": "I"})).upper()
-    assert dedup.check(dedup_key(turkish_upper)) == "exact_duplicate"
-    assert dedup.check(dedup_key(long_turkish.replace("balık", "köfte"))) == "near_duplicate"
-    assert dedup.check(dedup_key(TURKISH_MORE)) is None  # half of a document is not its duplicate
-    assert dedup.check(dedup_key(AZERBAIJANI)) is None
+    assert check(dedup, turkish_upper) == "exact_duplicate"
+    assert check(dedup, long_turkish.replace("balık", "köfte")) == "near_duplicate"
+    assert check(dedup, TURKISH_MORE) is None  # half of a document is not its duplicate
+    assert check(dedup, AZERBAIJANI) is None
+
+
+def test_committed_rows_are_found_by_a_reopened_index_and_an_uncommitted_shard_is_forgotten(tmp_path):
+    dedup = deduplicator(tmp_path)
+    long_turkish = " ".join([TURKISH, TURKISH_MORE, TURKISH.replace("balık", "pilav")])
+    assert check(dedup, long_turkish) is None
+    dedup.commit(tmp_path / "journal-0.npz")
+    dedup.apply(tmp_path / "journal-0.npz")
+    assert check(dedup, AZERBAIJANI) is None  # checked in the next shard, never committed: a kill came
+    reopened = deduplicator(tmp_path)  # a resumed run opens the same files
+    assert check(reopened, long_turkish) == "exact_duplicate"
+    assert check(reopened, long_turkish.replace("serindi", "soğuktu")) == "near_duplicate"
+    assert check(reopened, AZERBAIJANI) is None
+
+
+def test_the_bloom_index_keeps_its_false_positive_rate_at_capacity(tmp_path):
+    """Bounded memory has a price: unique documents wrongly called duplicates. At the configured rate and
+    the index filled to capacity, it must stay small (expected ~b x 1e-5 per document)."""
+    import random
+
+    rng = random.Random(0)
+    vocabulary = TURKISH.split() + TURKISH_MORE.split()
+    documents = [" ".join(rng.choice(vocabulary) + str(rng.randrange(10**6)) for _ in range(60))
+                 for _ in range(3000)]
+    dedup = deduplicator(tmp_path, capacity=3000)
+    verdicts = [check(dedup, text) for text in documents]
+    assert verdicts.count(None) >= 2990
 
 
 def chat(question, answer):
@@ -94,14 +156,14 @@ def chat(question, answer):
                          {"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
 
-def test_a_chat_needs_every_user_and_assistant_turn_in_turkish(params, lingua):
+def test_a_chat_needs_every_user_and_assistant_turn_in_turkish(params, lingua, tmp_path):
     from collections import Counter
 
     counts = Counter()
     rows = [chat(TURKISH, TURKISH.replace("sahilde", "parkta")), chat(TURKISH.replace("balık", "pilav"), ENGLISH)]
-    kept = list(filter_batch(rows, params, lingua, Deduplicator(0.8, 128), Contamination(13), counts))
+    kept = list(filter_rows(rows, params, lingua, deduplicator(tmp_path), Contamination(13).freeze(), counts))
     assert [row["id"] for _, row in kept] == [rows[0]["id"]]  # English system prompt is not judged
-    assert counts == {"language": 1}
+    assert counts == {"language": 1, "kept_train": 1}
 
 
 def test_validation_split_is_a_stable_function_of_source_and_id():

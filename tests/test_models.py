@@ -1,7 +1,6 @@
 """LoRA targets of a multimodal Gemma 3 (vision tower untouched) and the token_type_ids its training needs."""
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
 
 from pipeline.models import lora_target_regex, needs_token_type_ids
 from stages.train import with_token_type_ids
@@ -10,14 +9,9 @@ PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 
 def tiny_multimodal():
-    text = Gemma3TextConfig(vocab_size=401, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, sliding_window=64,
-                            pad_token_id=0, eos_token_id=1, bos_token_id=2)
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                image_size=28, patch_size=14)
-    return Gemma3ForConditionalGeneration(Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
-                                                       image_token_index=400, boi_token_index=399,
-                                                       eoi_token_index=398))
+    from bench.make_model import gemma3_multimodal_tiny
+
+    return gemma3_multimodal_tiny(vocab_size=400)
 
 
 def test_lora_reaches_the_language_model_only():

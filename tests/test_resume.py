@@ -1,4 +1,6 @@
-"""A training run killed with SIGKILL resumes from its last checkpoint and ends where an uninterrupted run ends."""
+"""Killed with SIGKILL, a stage resumes (train from its last checkpoint, prepare and filter from their last
+completed shard) and ends where an uninterrupted run ends."""
+import json
 import os
 import shutil
 import signal
@@ -84,3 +86,107 @@ def test_checkpoints_of_other_params_are_not_resumed(tokenized):
     output = train()
     assert "belong to other params or data; starting afresh" in output
     assert "resuming" not in output
+
+
+def stage_process(name: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", f"stages.{name}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def kill_when(process: subprocess.Popen, ready) -> None:
+    deadline = time.time() + 300
+    while not ready():
+        assert process.poll() is None, "the stage ended before it could be killed:\n" + process.stdout.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def finish(name: str) -> str:
+    process = stage_process(name)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def snapshot(directory: str) -> dict:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def stamps(paths) -> dict:
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths}
+
+
+@pytest.fixture
+def many_shards(tmp_path, monkeypatch):
+    """A web source of 3,000 generated pages (Turkish, Azerbaijani, English...) cut into shards of 20 rows."""
+    from bench.filter_throughput import corpus
+
+    monkeypatch.chdir(tmp_path)
+    with open("web.jsonl", "w", encoding="utf-8") as handle:
+        for i, (label, text) in enumerate(corpus(3000, seed=1)):
+            handle.write(json.dumps({"id": f"{label}-{i}", "text": text}, ensure_ascii=False) + "\n")
+    overlay = {"data": {"sources": [{"name": "web", "path": "web.jsonl", "format": "text"}], "shard_rows": 20},
+               "filter": {"validation_fraction": 0.05}}
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())
+    Path("params.yaml").write_text(yaml.safe_dump(merged(defaults, overlay), allow_unicode=True))
+    return tmp_path
+
+
+def test_sigkill_in_prepare_keeps_completed_shards_and_ends_as_an_uninterrupted_run(many_shards):
+    finish("prepare")
+    reference = snapshot("data/prepared")
+    shutil.rmtree("data/prepared")
+
+    state = Path("data/.prepared.partial/.state/web.json")
+    process = stage_process("prepare")
+    kill_when(process, lambda: state.is_file() and json.loads(state.read_text())["shards"] >= 10)
+    shards = json.loads(state.read_text())["shards"]
+    assert not Path("data/prepared").exists()
+    done = [Path(f"data/.prepared.partial/web/part-{i:05d}.parquet") for i in range(shards)]
+    before = stamps(done)
+
+    output = finish("prepare")
+    assert f"resuming after {shards * 20} records in {shards} shards" in output
+    assert stamps(Path(str(p).replace(".prepared.partial", "prepared")) for p in done) == {
+        str(p).replace(".prepared.partial", "prepared"): stamp for p, stamp in before.items()}  # not redone
+    assert snapshot("data/prepared") == reference
+    assert not Path("data/.prepared.partial").exists()
+
+
+def test_sigkill_in_filter_keeps_completed_shards_and_ends_as_an_uninterrupted_run(many_shards):
+    finish("prepare")
+    finish("filter")
+    reference, report = snapshot("data/filtered"), Path("reports/filter.json").read_text()
+    shutil.rmtree("data/filtered")
+
+    state = Path("data/.filtered.partial/.state")
+    process = stage_process("filter")
+    kill_when(process, lambda: len(list(state.glob("done-*.json"))) >= 10)
+    done = sorted(int(p.stem.split("-")[1]) for p in state.glob("done-*.json"))
+    assert done == list(range(len(done))) and len(done) < 150
+    outputs = [p for p in Path("data/.filtered.partial").glob("*/part-*.parquet") if int(p.name[5:10]) in done]
+    assert outputs
+    before = stamps(outputs)
+
+    finish("filter")
+    moved = {str(p).replace(".filtered.partial", "filtered"): stamp for p, stamp in before.items()}
+    assert stamps(Path(p) for p in moved) == moved  # completed shards were not redone
+    assert snapshot("data/filtered") == reference  # nor was anything lost or kept twice
+    assert Path("reports/filter.json").read_text() == report
+
+
+def test_a_disk_too_small_for_the_outputs_stops_before_writing(many_shards, monkeypatch):
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    from pipeline.errors import PipelineError
+    from pipeline.params import load
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(2**40, 2**40, 2**20))  # 1 MiB free
+    with pytest.raises(PipelineError, match=r"data.sources \(local files\): needs about 1.0 GiB free on .*, 0.0 GiB"):
+        prepare.run(load("params.yaml"))
+    assert not Path("data").exists()

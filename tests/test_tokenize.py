@@ -112,10 +112,12 @@ def test_export_merges_the_adapter_into_a_standalone_checkpoint(filtered):
 
     params = filtered(tokenize={"max_seq_length": 256},
                       train={"max_steps": 2, "per_device_train_batch_size": 2, "eval_steps": 2, "save_steps": 2,
-                             "learning_rate": 5e-2, "gradient_checkpointing": False})
+                             "learning_rate": 5e-2, "gradient_checkpointing": False, "merge": False})
     tokenize.run(params)
     train.run(params)
-    export.export(Path("models/merged"))
+    assert export.run(params) == {"merged": False}
+    assert [p.name for p in Path("models/merged").iterdir()] == ["README.md"]  # no 54 GB unless asked
+    assert export.run(params.model_copy(update={"train": params.train.model_copy(update={"merge": True})}))["merged"]
     ids = torch.tensor([[2, 20, 30, 40, 50]])
     merged = AutoModelForCausalLM.from_pretrained("models/merged", dtype=torch.float32).eval()
     base = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.bfloat16)
