@@ -34,7 +34,9 @@ WORKDIR /opt/build
 COPY requirements.txt requirements-gpu.txt ./
 # torch first, the pinned version from requirements.txt in its CUDA 12.8 build (the base image's nvcc must
 # match it for DeepSpeed's ops, which are compiled here for sm_90 and sm_100: those ZeRO-2 with Adam uses).
+# Cython, setuptools, wheel: pybloomfilter3 builds from source, and without build isolation it needs them here.
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu128 "$(grep '^torch==' requirements.txt)" \
+    && pip install --no-cache-dir Cython==3.1.2 setuptools==80.9.0 wheel==0.45.1 \
     && DS_BUILD_OPS=0 DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1 DS_BUILD_UTILS=1 \
        pip install --no-cache-dir --no-build-isolation -r requirements-gpu.txt \
     && python -c "import torch, deepspeed, bitsandbytes; print(torch.__version__, torch.cuda.get_arch_list())"

@@ -1,10 +1,12 @@
 """Run base_model -> tokenize -> train -> evaluate for real on a GPU and check what QLoRA must get right.
 
-    python bench/verify_gpu.py NAME --model DIR [--overlay YAML] [--accelerate-config CFG --num-processes N]
+    python bench/verify_gpu.py NAME --model DIR [--overlay YAML ...] [--accelerate-config CFG --num-processes N]
 
 Input data/filtered/ comes from the demo's prepare and filter stages (run on the CPU, carried over). Checks:
 the loss falls, the saved adapter is not empty (every lora_B trained away from its zero init), and the
-adapter reloaded with PEFT reproduces the trainer's final held-out loss. Writes bench/results/NAME.json
+adapter reloaded with PEFT reproduces the trainer's final held-out loss; with train.merge, the export stage's
+merged checkpoint gives the adapted model's logits. Overlays apply in order over params.yaml (the defaults:
+packing, varlen attention, Liger, bf16 cast). Writes bench/results/NAME.json
 (card, library versions, tokens/s, peak memory, the checks) and copies it to $OUT when that is set.
 It replaces models/, data/tokenized/ and reports/ of the checkout it runs in: run it on the device machine.
 """
@@ -48,6 +50,26 @@ def adapter_checks() -> dict:
     }
 
 
+def merged_matches_adapter() -> bool:
+    """The export stage's checkpoint against the bf16 base with the adapter applied by PEFT, same tokens."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[2, 20, 30, 40, 50, 60, 70]], device="cuda")
+    with torch.no_grad():
+        merged_logits = AutoModelForCausalLM.from_pretrained(
+            ROOT / "models/merged", dtype=torch.bfloat16, device_map="cuda").eval()(input_ids=ids).logits.float()
+        base = AutoModelForCausalLM.from_pretrained(ROOT / "models/base", dtype=torch.bfloat16, device_map="cuda")
+        adapted = PeftModel.from_pretrained(base, str(ROOT / "models/adapter")).eval()
+        expected = adapted(input_ids=ids).logits.float()
+        with adapted.disable_adapter():
+            untouched = adapted(input_ids=ids).logits.float()
+    error, effect = (merged_logits - expected).abs().max().item(), (untouched - expected).abs().max().item()
+    print(f"merged vs adapter: max |diff| {error:.4f}; adapter's own effect {effect:.4f}")
+    return error < 0.1 * effect
+
+
 def trainer_history() -> list[dict]:
     checkpoints = sorted((ROOT / "models/checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
@@ -57,17 +79,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("--model", required=True, help="checkpoint directory (bench/make_model.py writes one)")
-    parser.add_argument("--overlay", type=Path, default=ROOT / "bench/gpu_overlay.yaml")
+    parser.add_argument("--overlay", type=Path, nargs="+", default=[ROOT / "bench/gpu_overlay.yaml"])
     parser.add_argument("--accelerate-config")
     parser.add_argument("--num-processes", type=int, default=1)
     args = parser.parse_args()
 
     import torch
 
-    overlay = yaml.safe_load(args.overlay.read_text())
-    overlay.setdefault("model", {}).update(id=args.model, gguf_package=None)
-    raw = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), overlay)
-    validate(raw, str(args.overlay))
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for overlay in args.overlay:
+        raw = merged(raw, yaml.safe_load(overlay.read_text()))
+    raw = merged(raw, {"model": {"id": args.model, "gguf_package": None}})
+    config = validate(raw, " + ".join(map(str, args.overlay)))
     params = ROOT / f".{args.name}.params.yaml"
     params.write_text(yaml.safe_dump(raw, allow_unicode=True))
     for stale in ("models", "data/tokenized", "reports"):
@@ -80,6 +103,7 @@ def main() -> None:
         launcher += ["--config_file", args.accelerate_config]
     stage("train", params, launcher + ["-m"])
     stage("evaluate", params)
+    stage("export", params)
 
     history = trainer_history()
     train_losses = [e["loss"] for e in history if "loss" in e]
@@ -91,6 +115,9 @@ def main() -> None:
         "gpus": torch.cuda.device_count(),
         "processes": args.num_processes,
         "accelerate_config": args.accelerate_config,
+        "overlays": [str(o) for o in args.overlay],
+        "path": {k: getattr(config.train, k) for k in ("attention", "liger", "bf16_cast", "merge")}
+        | {"packing": config.tokenize.packing},
         "model": json.loads((ROOT / "models/base/config.json").read_text()).get("architectures"),
         "versions": environment()["libraries"],
         "train": json.loads((ROOT / "reports/train.json").read_text()),
@@ -109,6 +136,8 @@ def main() -> None:
         "reload_matches_trainer": abs(evaluation["tuned"]["loss"] - eval_losses[-1]) < 0.02 * eval_losses[-1],
         "tuned_beats_base": evaluation["tuned"]["loss"] < evaluation["base"]["loss"],
     }
+    if config.train.merge:
+        result["checks"]["merged_matches_adapter"] = merged_matches_adapter()
     text = json.dumps(result, indent=2)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,21 @@ def test_demo_pipeline_end_to_end_then_nothing_reruns(overlay):
     again = sh("dvc", "repro")
     assert "Running stage" not in again.stdout, again.stdout
     assert "up to date" in again.stdout
+    assert Path("models/merged/README.md").exists()  # the export stage; train.merge is off in the demo
+
+    # a stage that fails leaves nothing half-written, and DVC says what is stale; checkout restores the last good
+    filtered = {p: p.read_bytes() for p in Path("data/filtered").rglob("*.parquet")}
+    params = Path("params.yaml").read_text()
+    Path("params.yaml").write_text(params.replace("validation_fraction: 0.15", "validation_fraction: 0.0001"))
+    failed = sh("dvc", "repro", check=False)
+    assert failed.returncode != 0 and "error: filter kept" in failed.stderr + failed.stdout
+    assert not [p.name for p in Path("data").iterdir() if p.name.startswith(".")]  # no partial, no temporary
+    stale = sh("dvc", "status").stdout
+    assert "filter:" in stale and "modified:" in stale and "params.yaml" in stale, stale
+    Path("params.yaml").write_text(params)
+    sh("dvc", "checkout")
+    assert {p: p.read_bytes() for p in Path("data/filtered").rglob("*.parquet")} == filtered
+    assert "up to date" in sh("dvc", "status").stdout
 
     # the training curves render offline: vega inlined, nothing fetched from a CDN
     sh(sys.executable, "-m", "pipeline.plots")
