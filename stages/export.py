@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.outputs import atomic_dir
 from pipeline.params import Params
@@ -32,6 +33,9 @@ def run(params: Params) -> dict:
 
     if not (ADAPTER / "adapter_config.json").exists():
         raise PipelineError(f"{ADAPTER}: missing; run the pipeline or `dvc pull {ADAPTER}` first")
+    if params.train.merge:  # the merged weights are at most the size of the base's
+        require_free(OUT.parent, sum(p.stat().st_size for p in Path("models/base").glob("*.safetensors")),
+                     "train.merge")
     with atomic_dir(OUT) as out:
         if not params.train.merge:
             (out / "README.md").write_text(DISABLED, encoding="utf-8")

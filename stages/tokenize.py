@@ -16,7 +16,10 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from pipeline.chat import IGNORE, ChatError, encode_chat, encode_text
+from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.models import load_tokenizer
 from pipeline.outputs import atomic_dir, write_json
@@ -108,6 +111,19 @@ def cost(tokens: int, params: Params) -> dict:
     }
 
 
+# A token is ~3 bytes of Turkish text and is stored as input id, label and (cache) copies of 8 bytes each.
+OUTPUT_BYTES_PER_TEXT_BYTE = 16
+
+
+def expected_bytes() -> int:
+    """What tokenizing data/filtered will write: its uncompressed size (parquet footers) times the above."""
+    text = 0
+    for path in IN.rglob("*.parquet"):
+        metadata = pq.ParquetFile(path).metadata
+        text += sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    return text * OUTPUT_BYTES_PER_TEXT_BYTE
+
+
 def run(params: Params) -> dict:
     import datasets
     from trl import pack_dataset
@@ -116,6 +132,7 @@ def run(params: Params) -> dict:
     tokenizer = load_tokenizer()
     max_length = params.tokenize.max_seq_length
     report = {"max_seq_length": max_length, "splits": {}}
+    require_free(OUT.parent, expected_bytes(), "tokenize (data/filtered)")
     with tempfile.TemporaryDirectory(prefix="tokenize-cache-") as cache, atomic_dir(OUT) as out:
         for split in SPLITS:
             files = sorted(str(p) for p in (IN / split).glob("*.parquet"))

@@ -17,6 +17,7 @@ import torch
 from transformers.integrations import DVCLiveCallback
 
 from pipeline.attention import register_varlen_attention
+from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.models import (
     check_gpu_memory,
@@ -131,6 +132,11 @@ def cast_to_bf16(model) -> None:
             module.to(torch.bfloat16)
 
 
+def checkpoint_bytes(model) -> int:
+    """One checkpoint: the trainable (LoRA) weights in fp32 and Adam's two moments for each."""
+    return 12 * sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def with_token_type_ids(collator):
     def collate(examples):
         batch = collator(examples)
@@ -211,6 +217,7 @@ def run(params: Params) -> dict:
     )
     if needs_token_type_ids(model):
         trainer.data_collator = with_token_type_ids(trainer.data_collator)
+    require_free(CHECKPOINTS, checkpoint_bytes(trainer.model) * (config.save_total_limit + 1), "train (checkpoints)")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=checkpoint)

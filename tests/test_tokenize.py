@@ -8,6 +8,7 @@ from datasets import load_from_disk
 
 from pipeline.chat import IGNORE
 from stages import base_model, filter as filter_stage, prepare, tokenize
+from pipeline.experiment import merged
 from tests.test_data_stages import DEMO_SOURCES, params_with
 
 
@@ -16,9 +17,10 @@ def filtered(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.chdir(tmp_path)
 
     def make(**overlay):
-        params = params_with({"model": {"id": str(tiny_model_dir), "gguf_package": None},
-                              "data": {"sources": DEMO_SOURCES}, "filter": {"validation_fraction": 0.15},
-                              **overlay})
+        # padded rows and SDPA unless a test asks for packing (params.yaml packs and uses the varlen kernel)
+        params = params_with(merged({"model": {"id": str(tiny_model_dir), "gguf_package": None},
+                                     "data": {"sources": DEMO_SOURCES}, "filter": {"validation_fraction": 0.15},
+                                     "tokenize": {"packing": False}, "train": {"attention": "sdpa"}}, overlay))
         if not (tmp_path / "data/filtered").exists():
             base_model.run(params)
             prepare.run(params)
@@ -95,7 +97,7 @@ def test_training_runs_on_packed_rows(filtered):
 
     params = filtered(tokenize={"max_seq_length": 256, "packing": True},
                       train={"max_steps": 2, "per_device_train_batch_size": 2, "eval_steps": 2, "save_steps": 2,
-                             "logging_steps": 1, "gradient_checkpointing": False})
+                             "logging_steps": 1, "gradient_checkpointing": False, "attention": "varlen"})
     tokenize.run(params)
     report = train.run(params)
     assert report["global_step"] == 2 and report["tokens"] > 0
@@ -127,3 +129,17 @@ def test_export_merges_the_adapter_into_a_standalone_checkpoint(filtered):
         assert torch.allclose(merged(input_ids=ids).logits, expected, atol=0.05)
         with adapted.disable_adapter():
             assert not torch.allclose(adapted(input_ids=ids).logits.float(), expected, atol=0.05)
+
+
+def test_tokenize_checks_free_disk_before_writing(filtered, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from pipeline.errors import PipelineError
+
+    params = filtered(tokenize={"max_seq_length": 256})
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**40, 2**40, 2**20))
+    with pytest.raises(PipelineError, match=r"^tokenize \(data/filtered\): needs about 1\.\d GiB free"):
+        tokenize.run(params)
+    assert not Path("data/tokenized").exists()
