@@ -109,6 +109,7 @@ def main() -> None:
     train_losses = [e["loss"] for e in history if "loss" in e]
     eval_losses = [e["eval_loss"] for e in history if "eval_loss" in e]
     evaluation = json.loads((ROOT / "reports/eval.json").read_text())["validation"]
+    held_out = evaluation["all"]  # the evaluate stage's headline: every validation row
     result = {
         "name": args.name,
         "card": torch.cuda.get_device_name(),
@@ -133,8 +134,8 @@ def main() -> None:
         and result["lora_B_tensors_nonzero"] == result["lora_B_tensors"],
         # Reloaded adapter (evaluate stage: 4-bit base + PEFT, token-weighted) vs the trainer's own last
         # evaluation (a mean of per-batch means): equal up to that weighting, so within 2 %.
-        "reload_matches_trainer": abs(evaluation["tuned"]["loss"] - eval_losses[-1]) < 0.02 * eval_losses[-1],
-        "tuned_beats_base": evaluation["tuned"]["loss"] < evaluation["base"]["loss"],
+        "reload_matches_trainer": abs(held_out["tuned"]["loss"] - eval_losses[-1]) < 0.02 * eval_losses[-1],
+        "tuned_beats_base": held_out["tuned"]["loss"] < held_out["base"]["loss"],
     }
     if config.train.merge:
         result["checks"]["merged_matches_adapter"] = merged_matches_adapter()
