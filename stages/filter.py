@@ -165,9 +165,9 @@ def bloom_bytes(rows: int, rules: Filter) -> float:
     return (rules.minhash_permutations + 1) * rows * bits_per_row / 8
 
 
-def filter_shard(task: tuple[int, Path], pool, dedup: Deduplicator, work: Path, params: Params,
+def filter_shard(index: int, path: Path, pool, dedup: Deduplicator, work: Path, params: Params,
                  progress: tqdm) -> Counter:
-    index, path = task
+    """Filter one prepared shard into work/{train,validation}/part-<index>-*.parquet; the counts of its rows."""
     counts: Counter = Counter()
     groups = [(str(path), g) for g in range(pq.ParquetFile(path).metadata.num_row_groups)]
     writers = {split: ShardWriter(work / split, params.data.shard_rows, stem=f"part-{index:05d}")
@@ -208,7 +208,7 @@ def run(params: Params) -> dict:
                 else:
                     for stale in work.glob(f"*/part-{index:05d}-*.parquet"):  # a shard cut off by a kill
                         stale.unlink()
-                    counts = filter_shard((index, shard), pool, dedup, work, params, progress)
+                    counts = filter_shard(index, shard, pool, dedup, work, params, progress)
                     dedup.commit(journal.with_suffix(".tmp"))
                     journal.with_suffix(".tmp").rename(journal)
                     done = {"counts": dict(counts), "applied": False}
