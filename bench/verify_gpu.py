@@ -4,7 +4,7 @@
 
 Input data/filtered/ comes from the demo's prepare and filter stages (run on the CPU, carried over). Checks:
 the loss falls, the saved adapter is not empty (every lora_B trained away from its zero init), and the
-adapter reloaded with PEFT reproduces the trainer's final held-out loss; with train.merge, the export stage's
+adapter reloaded with PEFT reproduces the trainer's final held-out loss; with export.merge, the export stage's
 merged checkpoint gives the adapted model's logits. Overlays apply in order over params.yaml (the defaults:
 packing, varlen attention, Liger, bf16 cast). Writes bench/results/NAME.json
 (card, library versions, tokens/s, peak memory, the checks) and copies it to $OUT when that is set.
@@ -70,8 +70,9 @@ def merged_matches_adapter() -> bool:
     return error < 0.1 * effect
 
 
-def trainer_history() -> list[dict]:
-    checkpoints = sorted((ROOT / "models/checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+def trainer_history(root: Path = ROOT) -> list[dict]:
+    """The trainer's log (losses, evaluations) from the last checkpoint under `root`/models/checkpoints."""
+    checkpoints = sorted((root / "models/checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
 
 
@@ -117,8 +118,8 @@ def main() -> None:
         "processes": args.num_processes,
         "accelerate_config": args.accelerate_config,
         "overlays": [str(o) for o in args.overlay],
-        "path": {k: getattr(config.train, k) for k in ("attention", "liger", "bf16_cast", "merge")}
-        | {"packing": config.tokenize.packing},
+        "path": {k: getattr(config.train, k) for k in ("attention", "liger", "bf16_cast")}
+        | {"packing": config.tokenize.packing, "merge": config.export.merge},
         "model": json.loads((ROOT / "models/base/config.json").read_text()).get("architectures"),
         "versions": environment()["libraries"],
         "train": json.loads((ROOT / "reports/train.json").read_text()),
@@ -137,7 +138,7 @@ def main() -> None:
         "reload_matches_trainer": abs(held_out["tuned"]["loss"] - eval_losses[-1]) < 0.02 * eval_losses[-1],
         "tuned_beats_base": held_out["tuned"]["loss"] < held_out["base"]["loss"],
     }
-    if config.train.merge:
+    if config.export.merge:
         result["checks"]["merged_matches_adapter"] = merged_matches_adapter()
     text = json.dumps(result, indent=2)
     print(text)

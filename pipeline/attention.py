@@ -1,9 +1,10 @@
 """Attention for packed rows: several documents in one row, kept apart by position ids that restart per document.
 
 transformers' SDPA path turns a packed row into a block-diagonal 4D mask, and SDPA's masked kernels are ~11x
-slower than its causal ones (Gemma-3-27B layer, 8k tokens, fwd+bwd: 14.5 ms vs 1.3 ms). torch's own varlen
-kernel (FlashAttention over cumulative sequence lengths, `torch.nn.attention.varlen.varlen_attn`, torch >= 2.11)
-attends within each document directly (2.0 ms). `register_varlen_attention()` registers it with transformers
+slower than its causal ones (Gemma-3-27B layer, 8k tokens, fwd+bwd: 14.5 ms vs 1.3 ms, ../shared/gpu/README.md).
+torch's own varlen kernel (FlashAttention over cumulative sequence lengths, `torch.nn.attention.varlen.varlen_attn`,
+torch >= 2.11) attends within each document directly (2.2 ms against SDPA's 12.9 on an H100:
+bench/results/varlen-check-*.json). `register_varlen_attention()` registers it with transformers
 and returns the name to pass as `attn_implementation` (or to `model.set_attn_implementation`).
 
 For training only: causal decoders, no KV cache (generate with sdpa), no padded rows (rows are packed, as TRL's

@@ -1,9 +1,10 @@
 """Exact and near duplicate removal across all sources; the first row seen (in source order) is kept.
 
-Exact: a hash of the Turkish-folded, whitespace-collapsed text. Near: MinHash over word 5-gram shingles,
-indexed by datasketch's MinHashLSHBloom: one memory-mapped Bloom filter per LSH band, sized from the number
-of input rows, so memory stays bounded however large the corpus. The price is a false-positive rate per band
-(`filter.dedup_false_positive_rate`): a few unique documents in 10^5 are dropped as duplicates.
+Exact: a hash of the Turkish-folded, whitespace-collapsed text. Near: datasketch's MinHash over word 5-gram
+shingles, in an LSH index of one memory-mapped Bloom filter per band (the design of datasketch's
+MinHashLSHBloom), sized from the number of input rows, so memory stays bounded however large the corpus. The
+price is a false-positive rate per band (`filter.dedup_false_positive_rate`): a few unique documents in 10^5
+are dropped as duplicates, the same ones in every run.
 
 The index lives in files, so a stopped filter resumes with it. The rows of the shard being filtered are checked
 against the index and against each other (in-memory sets of this shard's keys); they enter the index only
@@ -12,11 +13,13 @@ when the shard is committed (`commit`, then `apply`), so a shard redone after a 
 from __future__ import annotations
 
 import hashlib
+import math
+import random
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from datasketch import MinHash, MinHashLSHBloom
+from datasketch import MinHash, MinHashLSH
 from pybloomfilter import BloomFilter
 
 from pipeline.errors import PipelineError
@@ -111,32 +114,55 @@ def band_hashes(hashvalues: np.ndarray, bands: int, rows: int) -> np.ndarray:
     multiplier, modulo 2**64, top 61 bits.
 
     Not datasketch's own BloomTable key (the plain sum of the band's values): MinHash values are minima, so
-    small, and their plain sums collide often. Measured on 40k distinct Turkish pages: 39 dropped as near
-    duplicates that an exact-bucket MinHashLSH kept, against the ~4 the Bloom rate allows; with these keys,
-    none. Computed for all bands in one numpy call."""
+    small, and their plain sums collide often (measured while building this, script not kept: of 40k distinct
+    generated Turkish pages, 39 dropped as near duplicates that an exact-bucket MinHashLSH kept; with these
+    keys, none; tests/test_filter.py shows the collisions). Computed for all bands in one numpy call."""
     values = hashvalues[: bands * rows].astype(np.uint64) + np.uint64(1)
     with np.errstate(over="ignore"):
         mixed = (values * _BAND_MULTIPLIERS[: bands * rows]).reshape(bands, rows).sum(axis=1, dtype=np.uint64)
     return mixed >> np.uint64(3)
 
 
+def bloom_filter(path: Path, capacity: int, false_positive_rate: float) -> BloomFilter:
+    """A memory-mapped Bloom filter at `path` (reopened if it exists) with fixed hash seeds: pybloomfilter draws
+    random ones otherwise, and which unique rows collide would change from run to run."""
+    if path.exists():
+        return BloomFilter.open(str(path))
+    hashes = math.ceil(math.log2(1 / false_positive_rate))
+    seeds = [random.Random(f"{path.name}-{i}").getrandbits(32) for i in range(hashes)]
+    return BloomFilter(max(capacity, 1), false_positive_rate, str(path), hash_seeds=seeds)
+
+
+def banding(threshold: float, permutations: int) -> tuple[int, int]:
+    """LSH bands x rows per band for a Jaccard threshold: datasketch's choice (false positives and negatives
+    weighted equally)."""
+    try:
+        lsh = MinHashLSH(threshold=threshold, num_perm=permutations)
+    except ValueError as exc:  # e.g. too few bands for a threshold this close to 1
+        raise PipelineError(
+            f"filter.near_dedup_threshold={threshold} with filter.minhash_permutations={permutations}: {exc}"
+        ) from None
+    return lsh.b, lsh.r
+
+
+def index_bytes(rows: int, threshold: float, permutations: int, false_positive_rate: float) -> float:
+    """Disk the index takes for `rows` rows: one Bloom filter per band and one for exact keys."""
+    bands, _ = banding(threshold, permutations)
+    return (bands + 1) * rows * -math.log(false_positive_rate) / math.log(2) ** 2 / 8
+
+
 class Deduplicator:
+    """The near-dedup index is LSH with datasketch's banding of datasketch's MinHash, each band a Bloom filter
+    (pybloomfilter, the backend of datasketch's MinHashLSHBloom, which is not used itself: its band keys
+    collide and its filters take random seeds; see `band_hashes` and `bloom_filter`)."""
+
     def __init__(self, threshold: float, permutations: int, capacity: int, directory: Path,
                  false_positive_rate: float):
         directory.mkdir(parents=True, exist_ok=True)
-        try:
-            # datasketch chooses bands x rows for the threshold and makes the Bloom filters and their files
-            self.index = MinHashLSHBloom(threshold=threshold, num_perm=permutations, n=max(capacity, 1),
-                                         fp=false_positive_rate, save_dir=str(directory / "near"))
-        except ValueError as exc:  # e.g. too few bands for a threshold this close to 1
-            raise PipelineError(
-                f"filter.near_dedup_threshold={threshold} with filter.minhash_permutations={permutations}: {exc}"
-            ) from None
-        self.bands, self.rows = self.index.b, self.index.r
-        self._filters = [table.bloom_filter for table in self.index.hashtables]
-        exact = directory / "exact.bloom"
-        self.exact = (BloomFilter.open(str(exact)) if exact.exists()
-                      else BloomFilter(max(capacity, 1), false_positive_rate, str(exact)))
+        self.bands, self.rows = banding(threshold, permutations)
+        self._filters = [bloom_filter(directory / f"band-{i}.bloom", capacity, false_positive_rate)
+                         for i in range(self.bands)]
+        self.exact = bloom_filter(directory / "exact.bloom", capacity, false_positive_rate)
         self._new_shard()
 
     def _new_shard(self) -> None:

@@ -11,9 +11,16 @@ from pipeline.errors import PipelineError
 MARGIN_BYTES = 1 << 30
 
 
-def require_free(directory: Path | str, needed_bytes: float, what: str) -> None:
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def require_free(directory: Path | str, needed_bytes: float, what: str, partial: Path | None = None) -> None:
     """Raise a one-line PipelineError naming `what` when `directory`'s file system has less free space than
-    `needed_bytes` plus a margin."""
+    `needed_bytes` plus a margin. `partial`: the output whose interrupted run (pipeline.outputs.resumable_dir)
+    has already written part of it, which is not needed again."""
+    if partial is not None:
+        needed_bytes -= tree_bytes(partial.with_name(f".{partial.name}.partial"))
     directory = Path(directory).resolve()
     while not directory.exists():
         directory = directory.parent

@@ -7,6 +7,7 @@ and params keeps the shards it completed.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RetryableError
 
 # Rows a ShardWriter holds before writing them as one parquet row group: its memory bound, and the unit of
 # work the filter's processes read.
@@ -75,8 +76,8 @@ def resumable_dir(path: Path | str, fingerprint: dict) -> Iterator[Path]:
     stamp = work / STATE / "fingerprint.json"
     expected = json.dumps(fingerprint, sort_keys=True, default=str)
     if work.exists() and not (stamp.is_file() and stamp.read_text() == expected):
-        log.info("%s: inputs or params changed since the interrupted run; starting afresh", path)
-        shutil.rmtree(work)
+        log.info("%s: inputs, params or code changed since the interrupted run; starting afresh", path)
+        _discard(work)
     if work.exists():
         log.info("%s: resuming the interrupted run in %s", path, work)
     else:
@@ -84,13 +85,31 @@ def resumable_dir(path: Path | str, fingerprint: dict) -> Iterator[Path]:
         stamp.write_text(expected)
     try:
         yield work
-    except PipelineError:
-        shutil.rmtree(work, ignore_errors=True)
+    except RetryableError:  # e.g. the Hub stream dropped: the next run continues from the shards done
         raise
+    except PipelineError:
+        _discard(work)
+        raise
+    stamp.unlink()  # first: a kill while the rest is removed must not leave a directory that looks resumable
     shutil.rmtree(work / STATE)
     for leftover in work.rglob("*.tmp"):
         leftover.unlink()
     _replace(path, work)
+
+
+def _discard(work: Path) -> None:
+    (work / STATE / "fingerprint.json").unlink(missing_ok=True)  # first, for the same reason
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def code_digest(*files: str | Path) -> str:
+    """A digest of the pipeline package and the given files: a resumed run must not mix shards made by
+    different code."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha1()
+    for path in sorted(package.glob("*.py")) + sorted(Path(f).resolve() for f in files):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def write_json(path: Path | str, obj: dict) -> None:
@@ -122,7 +141,6 @@ class ShardWriter:
         self.writer: pq.ParquetWriter | None = None
         self.in_shard = 0
         self.shards = first_shard
-        self.rows = 0
 
     def _path(self) -> Path:
         return self.directory / f"{self.stem}-{self.shards:05d}.parquet"
@@ -144,7 +162,6 @@ class ShardWriter:
             self.writer = pq.ParquetWriter(self._path().with_suffix(".tmp"), self.schema, compression="zstd")
         self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema), row_group_size=ROW_GROUP)
         self.in_shard += len(self.buffer)
-        self.rows += len(self.buffer)
         self.buffer = []
 
     def _close_shard(self) -> None:

@@ -73,7 +73,7 @@ class Filter(Section):
     min_punctuated_line_fraction: float = Field(ge=0, le=1)
     boilerplate_markers: list[str]
     near_dedup_threshold: float = Field(gt=0, le=1)
-    minhash_permutations: int = Field(gt=0)
+    minhash_permutations: int = Field(gt=0, le=1024)
     dedup_false_positive_rate: float = Field(gt=0, lt=0.01)  # per Bloom filter of the bounded dedup index
     validation_fraction: float = Field(gt=0, lt=1)
     decontamination_ngram: int = Field(ge=5)  # words; 13 as in GPT-3's decontamination
@@ -113,7 +113,6 @@ class Train(Section):
     liger: bool  # Liger's RMSNorm/GeGLU/RoPE kernels (CUDA; needs liger-kernel installed)
     attention: Literal["sdpa", "varlen"]  # varlen: torch's varlen kernel for packed rows (tokenize.packing)
     bf16_cast: bool  # CUDA: embedding and norms back to bf16 after prepare_model_for_kbit_training upcast them
-    merge: bool  # also write the adapter merged into the bf16 base to models/merged (54 GB for 27B)
     eval_steps: int = Field(gt=0)
     save_steps: int = Field(gt=0)
     logging_steps: int = Field(gt=0)
@@ -131,6 +130,10 @@ class Evaluate(Section):
     lm_eval_limit: Optional[int] = Field(default=None, gt=0)  # documents per task (None: all)
 
 
+class Export(Section):
+    merge: bool  # write the adapter merged into the bf16 base to models/merged (~54 GB for 27B)
+
+
 class Params(Section):
     model: Model
     data: Data
@@ -139,9 +142,10 @@ class Params(Section):
     hardware: Hardware
     train: Train
     evaluate: Evaluate
+    export: Export
 
     @model_validator(mode="after")
-    def words_bounds(self) -> "Params":
+    def consistent(self) -> "Params":
         if self.filter.min_words > self.filter.max_words:
             raise ValueError("filter.min_words is larger than filter.max_words")
         if self.train.attention == "varlen" and not self.tokenize.packing:

@@ -56,7 +56,7 @@ def failed_rule(text: str, rules: Filter, tokens: list[str] | None = None) -> st
     """`tokens` are the text's Turkish-case-folded words when the caller has them already (the filter does:
     the same words make its dedup key); computing them twice was a fifth of the filter's time."""
     tokens = words(turkish_casefold(text)) if tokens is None else tokens
-    if not rules.min_words <= len(tokens) <= rules.max_words:
+    if not tokens or not rules.min_words <= len(tokens) <= rules.max_words:
         return "word_count"
     letters = len(" ".join(tokens)) - len(tokens) + 1  # a C-level join: summing len() per word cost ~15 %
     mean_length = letters / len(tokens)

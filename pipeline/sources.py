@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pyarrow.parquet as pq
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RetryableError
 from pipeline.params import Source
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -232,18 +232,25 @@ def read_local(path: Path) -> Iterator[Record]:
 def read_hub(source: Source, start: int = 0) -> Iterator[Record]:
     import datasets  # imported here: loading it costs seconds that local sources do not need
 
+    def reason(exc: Exception) -> str:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
     try:
         stream = datasets.load_dataset(
             source.path, name=source.config, split=source.split, revision=source.revision, streaming=True,
             token=os.environ.get("HF_TOKEN"),
         )
-        if start:
-            stream = stream.skip(start)  # a resumed prepare: the rows before `start` are in its shards
+    except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
+        raise PipelineError(f"source {source.name!r}: cannot load Hub dataset {source.path!r}: {reason(exc)}") from None
+    if start:
+        stream = stream.skip(start)  # a resumed prepare: the rows before `start` are in its shards
+    number = start
+    try:
         for number, row in enumerate(stream, start=start):
             yield Record(f"{source.path}[{number}]", row)
-    except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"source {source.name!r}: cannot load Hub dataset {source.path!r}: {first_line}") from None
+    except (ConnectionError, OSError) as exc:  # mid-stream: the shards written so far stay for the next run
+        raise RetryableError(f"source {source.name!r}: the Hub stream of {source.path!r} broke near row {number}: "
+                             f"{reason(exc)}; run the stage again to continue") from None
 
 
 def records(source: Source, index: int, start: int = 0) -> Iterator[Record]:

@@ -5,16 +5,16 @@ Input: data/prepared/<source>/. Output: data/filtered/{train,validation}/part-*.
 
 Work goes shard by shard: worker processes (one per core) judge each row on their own (language, quality
 rules, decontamination, MinHash); this process then checks the survivors against the dedup index in row
-order, so the output is deterministic. Memory is bounded: the dedup index is a set of memory-mapped Bloom
-filters (pipeline.dedup) and at most a row group per worker is in flight. A killed run resumes after the last
-shard it completed.
+order, so the output is deterministic. Memory does not grow with the corpus: the dedup index is a set of
+memory-mapped Bloom filters (pipeline.dedup) and at most two row groups per worker are in flight; the
+evaluation n-grams for decontamination take 8 bytes each (a share of the validation split). A killed run
+resumes after the last shard it completed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import math
 import multiprocessing
 import os
 from collections import Counter
@@ -27,11 +27,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.decontaminate import Contamination, benchmark_texts
-from pipeline.dedup import Deduplicator, band_hashes, digest, minhash
+from pipeline.dedup import Deduplicator, band_hashes, digest, index_bytes, minhash
 from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.language import TurkishDetector
-from pipeline.outputs import STATE, ShardWriter, resumable_dir, write_json, write_text
+from pipeline.outputs import STATE, ShardWriter, code_digest, resumable_dir, write_json, write_text
 from pipeline.params import Filter, Params
 from pipeline.quality import failed_chat_rule, failed_rule
 from pipeline.text import dedup_key, normalise, turkish_casefold, words
@@ -159,12 +159,6 @@ def source_dirs(params: Params) -> list[Path]:
     return sorted((p for p in IN.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, len(order)), p.name))
 
 
-def bloom_bytes(rows: int, rules: Filter) -> float:
-    """Disk the dedup index takes: one Bloom filter per LSH band and one for exact keys (~b+1 <= 2 x perms)."""
-    bits_per_row = -math.log(rules.dedup_false_positive_rate) / math.log(2) ** 2
-    return (rules.minhash_permutations + 1) * rows * bits_per_row / 8
-
-
 def filter_shard(index: int, path: Path, pool, dedup: Deduplicator, work: Path, params: Params,
                  progress: tqdm) -> Counter:
     """Filter one prepared shard into work/{train,validation}/part-<index>-*.parquet; the counts of its rows."""
@@ -172,10 +166,14 @@ def filter_shard(index: int, path: Path, pool, dedup: Deduplicator, work: Path, 
     groups = [(str(path), g) for g in range(pq.ParquetFile(path).metadata.num_row_groups)]
     writers = {split: ShardWriter(work / split, params.data.shard_rows, stem=f"part-{index:05d}")
                for split in ("train", "validation")}
-    for verdicts in pool.imap(examine_row_group, groups):
-        for split, row in keep(verdicts, dedup, counts):
-            writers[split].add(row)
-        progress.update(len(verdicts))
+    # A window of row groups at a time: imap alone would let the workers run ahead of this process and pile up
+    # a whole shard of judged rows in memory.
+    window = 2 * (os.cpu_count() or 1)
+    for start in range(0, len(groups), window):
+        for verdicts in pool.imap(examine_row_group, groups[start : start + window]):
+            for split, row in keep(verdicts, dedup, counts):
+                writers[split].add(row)
+            progress.update(len(verdicts))
     for writer in writers.values():
         writer.close()
     return counts
@@ -187,8 +185,10 @@ def run(params: Params) -> dict:
     shards = [(directory.name, shard) for directory in directories for shard in sorted(directory.glob("*.parquet"))]
     rows = {shard: pq.ParquetFile(shard).metadata.num_rows for _, shard in shards}
     inputs = sum(shard.stat().st_size for _, shard in shards)
-    require_free(OUT.parent, inputs + bloom_bytes(sum(rows.values()), rules), "filter (data/prepared)")
-    fingerprint = {"filter": rules.model_dump(), "data": params.data.model_dump(),
+    index = index_bytes(sum(rows.values()), rules.near_dedup_threshold, rules.minhash_permutations,
+                        rules.dedup_false_positive_rate)
+    require_free(OUT.parent, inputs + index, "filter (data/prepared)", partial=OUT)
+    fingerprint = {"filter": rules.model_dump(), "data": params.data.model_dump(), "code": code_digest(__file__),
                    "inputs": [(str(s), s.stat().st_size, s.stat().st_mtime_ns) for _, s in shards]}
     report = {"sources": {d.name: {"read": 0, "kept_train": 0, "kept_validation": 0, "dropped": Counter()}
                           for d in directories}, "totals": {}}
@@ -198,8 +198,8 @@ def run(params: Params) -> dict:
                              state / "dedup", rules.dedup_false_positive_rate)
         _WORKER.update(rules=rules, detector=TurkishDetector.from_params(rules),
                        contamination=evaluation_ngrams(directories, params), banding=(dedup.bands, dedup.rows))
-        progress = tqdm(total=sum(rows.values()), desc="filter", unit=" rows", mininterval=5)
         with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+            progress = tqdm(total=sum(rows.values()), desc="filter", unit=" rows", mininterval=5)
             for index, (source, shard) in enumerate(shards):
                 marker, journal = state / f"done-{index:05d}.json", state / f"journal-{index:05d}.npz"
                 if marker.is_file():  # completed before a kill: its rows are in the output already

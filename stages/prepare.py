@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from pipeline.disk import require_free
 from pipeline.errors import PipelineError
-from pipeline.outputs import STATE, ShardWriter, resumable_dir, write_json
+from pipeline.outputs import STATE, ShardWriter, code_digest, resumable_dir, write_json
 from pipeline.params import Params, Source
 from pipeline.provenance import environment, hub_dataset_revision
 from pipeline.sources import BadRow, Skip, is_local, local_files, records, to_row
@@ -85,10 +85,11 @@ def run(params: Params) -> dict:
     report = {"sources": {}, "provenance": environment()}
     files = local_inputs(params)
     # parquet with zstd is smaller than the JSON it is read from; Hub sizes are unknown before streaming
-    require_free(OUT.parent, sum(size for _, size, _ in files), "data.sources (local files)")
+    require_free(OUT.parent, sum(size for _, size, _ in files), "data.sources (local files)", partial=OUT)
     revisions = {source.name: hub_dataset_revision(source.path, source.revision)
                  for source in params.data.sources if not is_local(source.path)}
-    fingerprint = {"data": params.data.model_dump(), "files": files, "revisions": revisions}
+    fingerprint = {"data": params.data.model_dump(), "files": files, "revisions": revisions,
+                   "code": code_digest(__file__)}
     with resumable_dir(OUT, fingerprint) as work:
         for index, source in enumerate(params.data.sources):
             report["sources"][source.name] = prepare_source(source, index, work, params)

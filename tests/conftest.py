@@ -72,3 +72,12 @@ def project(tmp_path, monkeypatch) -> Path:
     copy_repository(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file system reports 1 MiB free (for the disk preflights)."""
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**40, 2**40, 2**20))

@@ -151,3 +151,16 @@ def test_a_huge_row_is_read_and_dropped_by_its_rule_not_the_stage(workdir):
     assert prepare.run(params)["sources"]["huge"]["kept"] == 1
     report = filter_stage.run(params)["sources"]["huge"]
     assert report["dropped"] == {"word_count": 1}  # over filter.max_words
+
+
+def test_a_dropped_stream_keeps_the_partial_work_and_bad_input_does_not(workdir):
+    from pipeline.errors import RetryableError
+    from pipeline.outputs import resumable_dir
+
+    for error, kept in ((RetryableError("the Hub stream broke"), True), (PipelineError("too many bad rows"), False)):
+        with pytest.raises(type(error)):
+            with resumable_dir(workdir / "out", {"params": 1}) as work:
+                (work / "part-00000.parquet").write_text("a completed shard")
+                raise error
+        assert (workdir / ".out.partial/part-00000.parquet").exists() is kept
+        assert not (workdir / "out").exists()

@@ -52,7 +52,7 @@ def test_demo_pipeline_end_to_end_then_nothing_reruns(overlay):
     again = sh("dvc", "repro")
     assert "Running stage" not in again.stdout, again.stdout
     assert "up to date" in again.stdout
-    assert Path("models/merged/README.md").exists()  # the export stage; train.merge is off in the demo
+    assert Path("models/merged/README.md").exists()  # the export stage; export.merge is off in the demo
 
     # a stage that fails leaves nothing half-written, and DVC says what is stale; checkout restores the last good
     filtered = {p: p.read_bytes() for p in Path("data/filtered").rglob("*.parquet")}

@@ -178,15 +178,10 @@ def test_sigkill_in_filter_keeps_completed_shards_and_ends_as_an_uninterrupted_r
     assert Path("reports/filter.json").read_text() == report
 
 
-def test_a_disk_too_small_for_the_outputs_stops_before_writing(many_shards, monkeypatch):
-    import shutil as shutil_module
-    from collections import namedtuple
-
+def test_a_disk_too_small_for_the_outputs_stops_before_writing(many_shards, full_disk):
     from pipeline.errors import PipelineError
     from pipeline.params import load
 
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(2**40, 2**40, 2**20))  # 1 MiB free
     with pytest.raises(PipelineError, match=r"data.sources \(local files\): needs about 1.0 GiB free on .*, 0.0 GiB"):
         prepare.run(load("params.yaml"))
     assert not Path("data").exists()

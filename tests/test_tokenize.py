@@ -114,12 +114,12 @@ def test_export_merges_the_adapter_into_a_standalone_checkpoint(filtered):
 
     params = filtered(tokenize={"max_seq_length": 256},
                       train={"max_steps": 2, "per_device_train_batch_size": 2, "eval_steps": 2, "save_steps": 2,
-                             "learning_rate": 5e-2, "gradient_checkpointing": False, "merge": False})
+                             "learning_rate": 5e-2, "gradient_checkpointing": False}, export={"merge": False})
     tokenize.run(params)
     train.run(params)
     assert export.run(params) == {"merged": False}
     assert [p.name for p in Path("models/merged").iterdir()] == ["README.md"]  # no 54 GB unless asked
-    assert export.run(params.model_copy(update={"train": params.train.model_copy(update={"merge": True})}))["merged"]
+    assert export.run(params.model_copy(update={"export": params.export.model_copy(update={"merge": True})}))["merged"]
     ids = torch.tensor([[2, 20, 30, 40, 50]])
     merged = AutoModelForCausalLM.from_pretrained("models/merged", dtype=torch.float32).eval()
     base = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.bfloat16)
@@ -131,15 +131,11 @@ def test_export_merges_the_adapter_into_a_standalone_checkpoint(filtered):
             assert not torch.allclose(adapted(input_ids=ids).logits.float(), expected, atol=0.05)
 
 
-def test_tokenize_checks_free_disk_before_writing(filtered, monkeypatch):
-    import shutil
-    from collections import namedtuple
-
+def test_tokenize_checks_free_disk_before_writing(filtered, request):
     from pipeline.errors import PipelineError
 
     params = filtered(tokenize={"max_seq_length": 256})
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**40, 2**40, 2**20))
+    request.getfixturevalue("full_disk")  # after the fixture prepared the data on a disk with room
     with pytest.raises(PipelineError, match=r"^tokenize \(data/filtered\): needs about 1\.\d GiB free"):
         tokenize.run(params)
     assert not Path("data/tokenized").exists()
