@@ -110,7 +110,7 @@ print('RESULT ' + json.dumps({'seconds': seconds, 'report': report,
       'peak_worker_rss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
     output = subprocess.run([sys.executable, "-c", code], cwd=directory, capture_output=True, text=True)
-    line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((text for text in output.stdout.splitlines() if text.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(output.stderr[-3000:])
     result = json.loads(line[len("RESULT "):])

@@ -159,7 +159,7 @@ def main() -> None:
         command = [sys.executable, __file__, str(args.model), "--one", name, "--steps", str(args.steps),
                    "--batch", str(args.batch), "--seq", str(args.seq)]
         output = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((text for text in output.stdout.splitlines() if text.startswith("RESULT ")), None)
         if line is None:
             print(output.stdout[-2000:], output.stderr[-4000:])
             results.append({"variant": name, "error": output.stderr.strip().splitlines()[-1:]})

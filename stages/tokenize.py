@@ -89,7 +89,8 @@ def budget(dataset, params: Params, report: dict):
         order = group.sample(frac=1.0, random_state=params.tokenize.seed)
         within = order[order["length"].cumsum() <= share]
         chosen += within.index.tolist()
-        report[name]["budget"] = {"share_tokens": int(share), "rows": len(within), "tokens": int(within["length"].sum())}
+        report[name]["budget"] = {"share_tokens": int(share), "rows": len(within),
+                                  "tokens": int(within["length"].sum())}
     return dataset.select(sorted(chosen))
 
 

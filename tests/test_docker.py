@@ -86,7 +86,8 @@ def test_build_context_keeps_data_models_and_caches_out():
 @pytest.fixture
 def fake_tools(tmp_path):
     """nvidia-smi listing $GPUS GPUs and a dvc that prints its arguments."""
-    (tmp_path / "nvidia-smi").write_text('#!/bin/sh\ni=0; while [ $i -lt "$GPUS" ]; do echo "GPU $i: H100"; i=$((i+1)); done\n')
+    (tmp_path / "nvidia-smi").write_text(
+        '#!/bin/sh\ni=0; while [ $i -lt "$GPUS" ]; do echo "GPU $i: H100"; i=$((i+1)); done\n')
     (tmp_path / "dvc").write_text('#!/bin/sh\necho "dvc $*"\n')
     for tool in ("nvidia-smi", "dvc"):
         (tmp_path / tool).chmod(0o755)

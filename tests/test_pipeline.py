@@ -15,7 +15,8 @@ def sh(*command, check=True, cwd=None, env=None):
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], **(env or {})}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        pytest.fail(f"{' '.join(command)} exited {result.returncode}:\n"
+                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
 
 
