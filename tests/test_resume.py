@@ -185,3 +185,40 @@ def test_a_disk_too_small_for_the_outputs_stops_before_writing(many_shards, full
     with pytest.raises(PipelineError, match=r"data.sources \(local files\): needs about 1.0 GiB free on .*, 0.0 GiB"):
         prepare.run(load("params.yaml"))
     assert not Path("data").exists()
+
+
+def test_filter_stopped_between_a_shards_marker_and_its_index_update_ends_as_an_uninterrupted_run(
+        many_shards, monkeypatch):
+    """The narrowest window: a shard's done marker is written, its rows not yet in the dedup index. The next run
+    must apply that shard's journal, or its rows could come back as duplicates' survivors later."""
+    from pipeline.dedup import Deduplicator
+    from pipeline.params import load
+
+    rows = Path("web.jsonl").read_text(encoding="utf-8").splitlines()
+    copies = [json.dumps(dict(json.loads(row), id=f"copy-{i}"), ensure_ascii=False) for i, row in enumerate(rows[:300])]
+    Path("web.jsonl").write_text("\n".join(rows + copies) + "\n", encoding="utf-8")  # shard 4's rows come back
+    params = load("params.yaml")
+    prepare.run(params)
+    filter_stage.run(params)
+    reference, report = snapshot("data/filtered"), Path("reports/filter.json").read_text()
+    assert json.loads(report)["sources"]["web"]["dropped"]["exact_duplicate"] >= 150  # the copies were found
+    shutil.rmtree("data/filtered")
+
+    apply, calls = Deduplicator.apply, []
+
+    def stop_at_the_fifth(self, journal):
+        calls.append(journal)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # as a kill would, after the marker and before the index update
+        apply(self, journal)
+
+    monkeypatch.setattr(Deduplicator, "apply", stop_at_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        filter_stage.run(params)
+    marker = Path("data/.filtered.partial/.state/done-00004.json")
+    assert json.loads(marker.read_text())["applied"] is False
+    monkeypatch.setattr(Deduplicator, "apply", apply)
+
+    filter_stage.run(params)
+    assert snapshot("data/filtered") == reference
+    assert Path("reports/filter.json").read_text() == report
