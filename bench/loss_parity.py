@@ -24,6 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.record import save  # noqa: E402
 from bench.verify_gpu import trainer_history  # noqa: E402
 from pipeline.experiment import merged  # noqa: E402
 from pipeline.params import validate  # noqa: E402
@@ -78,8 +79,7 @@ def main() -> None:
     print(json.dumps({k: out[k] for k in ("tokens_per_step", "final_eval_loss")}, indent=2))
     for name, result in results.items():
         print(name, [round(e["eval_loss"], 3) for e in result["eval"]])
-    path = ROOT / "bench/results" / f"loss-parity-{device.lower().replace(' ', '-')}-gemma3-270m.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    save(f"loss-parity-{device.lower().replace(' ', '-')}-gemma3-270m", out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.record import save  # noqa: E402
 
 PEAK_BF16_FLOPS = 989e12
 VARIANTS = {
@@ -165,22 +165,21 @@ def main() -> None:
             results.append({"variant": name, "error": output.stderr.strip().splitlines()[-1:]})
             continue
         results.append(json.loads(line[len("RESULT "):]))
-    base = next((r for r in results if r["variant"] == "seed_fixed" and "error" not in r), None)
-    print(f"\n{'variant':<26}{'real tok/s':>12}{'peak GiB':>10}{'MFU':>8}{'x seed':>8}")
+    # each variant against the seed's configuration on the same kind of rows (fixed or variable lengths)
+    seeds = {r["lengths"]: r for r in results if r["variant"].startswith("seed_") and "error" not in r}
+    print(f"\n{'variant':<26}{'real tok/s':>12}{'peak GiB':>10}{'MFU':>8}{'x seed':>8}{'mem x':>7}")
     for r in results:
         if "error" in r:
             print(f"{r['variant']:<26} error: {r['error']}")
             continue
-        ratio = r["real_tokens_per_second"] / base["real_tokens_per_second"] if base else float("nan")
+        seed = seeds.get(r["lengths"])
+        speed = r["real_tokens_per_second"] / seed["real_tokens_per_second"] if seed else float("nan")
+        memory = r["peak_memory_gib"] / seed["peak_memory_gib"] if seed else float("nan")
         print(f"{r['variant']:<26}{r['real_tokens_per_second']:>12.0f}{r['peak_memory_gib']:>10.2f}"
-              f"{r['mfu']:>8.3f}{ratio:>8.2f}")
+              f"{r['mfu']:>8.3f}{speed:>8.2f}{memory:>7.2f}")
     out = {"card": torch.cuda.get_device_name(), "model": str(args.model), "torch": torch.__version__,
            "results": results}
-    path = ROOT / "bench/results" / f"{args.name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], path.name).write_text(path.read_text())
+    save(args.name, out)
 
 
 if __name__ == "__main__":

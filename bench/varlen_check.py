@@ -21,7 +21,6 @@ import argparse
 import inspect
 import itertools
 import json
-import os
 import re
 import statistics
 import sys
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.record import save  # noqa: E402
 from bench.make_model import GEMMA3_27B  # noqa: E402
 from pipeline.attention import (  # noqa: E402
     VARLEN,
@@ -222,11 +222,7 @@ def main() -> None:
           f"(W, 0) {probe['kernel_window_W_0_vs_sdpa']['relative']:.2e}")
     print("ok" if results["ok"] else "NOT OK")
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
-    path = ROOT / "bench/results" / f"varlen-check-{slug}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], path.name).write_text(path.read_text())
+    save(f"varlen-check-{slug}", out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,11 +23,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.record import save  # noqa: E402
 from pipeline.experiment import merged  # noqa: E402
 from pipeline.params import validate  # noqa: E402
 from pipeline.provenance import environment  # noqa: E402
 
-RESULTS = ROOT / "bench/results"
 
 
 def stage(name: str, params: Path, launcher: list[str] | None = None) -> None:
@@ -140,12 +139,8 @@ def main() -> None:
     }
     if config.export.merge:
         result["checks"]["merged_matches_adapter"] = merged_matches_adapter()
-    text = json.dumps(result, indent=2)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(text + "\n")
-    if os.environ.get("OUT"):
-        shutil.copy(RESULTS / f"{args.name}.json", os.environ["OUT"])
+    print(json.dumps(result, indent=2))
+    save(args.name, result)
 
 
 if __name__ == "__main__":

@@ -114,9 +114,9 @@ def band_hashes(hashvalues: np.ndarray, bands: int, rows: int) -> np.ndarray:
     multiplier, modulo 2**64, top 61 bits.
 
     Not datasketch's own BloomTable key (the plain sum of the band's values): MinHash values are minima, so
-    small, and their plain sums collide often (measured while building this, script not kept: of 40k distinct
-    generated Turkish pages, 39 dropped as near duplicates that an exact-bucket MinHashLSH kept; with these
-    keys, none; tests/test_filter.py shows the collisions). Computed for all bands in one numpy call."""
+    small, and their plain sums collide often (tests/test_filter.py shows it; while building this, distinct pages
+    were dropped as near duplicates that an exact-bucket MinHashLSH kept). Computed for all bands in one numpy
+    call."""
     values = hashvalues[: bands * rows].astype(np.uint64) + np.uint64(1)
     with np.errstate(over="ignore"):
         mixed = (values * _BAND_MULTIPLIERS[: bands * rows]).reshape(bands, rows).sum(axis=1, dtype=np.uint64)

@@ -37,61 +37,17 @@ def tokenized(tmp_path, monkeypatch, tiny_model_dir):
     return tmp_path
 
 
-def train(wait=True):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "stages.train"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    if wait:
-        output, _ = process.communicate(timeout=600)
-        assert process.returncode == 0, output[-3000:]
-        return output
-    return process
-
-
-def adapter() -> dict:
-    return load_file("models/adapter/adapter_model.safetensors")
-
-
-def test_sigkill_mid_training_resumes_and_matches_an_uninterrupted_run(tokenized):
-    train()
-    reference = adapter()
-    shutil.rmtree("models/checkpoints")
-    shutil.rmtree("models/adapter")
-
-    process = train(wait=False)
-    deadline = time.time() + 300
-    while not Path("models/checkpoints/checkpoint-9/trainer_state.json").exists():
-        assert process.poll() is None, process.stdout.read()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not Path("models/adapter").exists()  # the killed run left no adapter behind
-    done = sorted(int(p.name.split("-")[1]) for p in Path("models/checkpoints").glob("checkpoint-*"))
-    assert 9 <= done[-1] < 30
-
-    output = train()
-    assert "resuming from models/checkpoints/checkpoint-" in output
-    resumed = adapter()
-    assert resumed.keys() == reference.keys()
-    for name, tensor in reference.items():
-        assert torch.allclose(resumed[name], tensor, atol=1e-5), name
-
-
-def test_checkpoints_of_other_params_are_not_resumed(tokenized):
-    train()
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    params["train"]["lora_r"] = 4
-    Path("params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    output = train()
-    assert "belong to other params or data; starting afresh" in output
-    assert "resuming" not in output
-
-
 def stage_process(name: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", f"stages.{name}"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def finish(name: str) -> str:
+    process = stage_process(name)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    return output
 
 
 def kill_when(process: subprocess.Popen, ready) -> None:
@@ -104,11 +60,37 @@ def kill_when(process: subprocess.Popen, ready) -> None:
     process.wait()
 
 
-def finish(name: str) -> str:
-    process = stage_process(name)
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-3000:]
-    return output
+def adapter() -> dict:
+    return load_file("models/adapter/adapter_model.safetensors")
+
+
+def test_sigkill_mid_training_resumes_and_matches_an_uninterrupted_run(tokenized):
+    finish("train")
+    reference = adapter()
+    shutil.rmtree("models/checkpoints")
+    shutil.rmtree("models/adapter")
+
+    kill_when(stage_process("train"), Path("models/checkpoints/checkpoint-9/trainer_state.json").exists)
+    assert not Path("models/adapter").exists()  # the killed run left no adapter behind
+    done = sorted(int(p.name.split("-")[1]) for p in Path("models/checkpoints").glob("checkpoint-*"))
+    assert 9 <= done[-1] < 30
+
+    output = finish("train")
+    assert "resuming from models/checkpoints/checkpoint-" in output
+    resumed = adapter()
+    assert resumed.keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert torch.allclose(resumed[name], tensor, atol=1e-5), name
+
+
+def test_checkpoints_of_other_params_are_not_resumed(tokenized):
+    finish("train")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["train"]["lora_r"] = 4
+    Path("params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    output = finish("train")
+    assert "belong to other params or data; starting afresh" in output
+    assert "resuming" not in output
 
 
 def snapshot(directory: str) -> dict:
