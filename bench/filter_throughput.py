@@ -154,7 +154,7 @@ def cost_per_turkish_page(docs: list[tuple[str, str]]) -> dict:
     from pipeline.text import normalise, turkish_casefold, words
 
     rules = load(ROOT / "params.yaml").filter
-    detector = TurkishDetector.from_params(rules)
+    detector = TurkishDetector(rules)
     pages = [normalise(text) for label, text in docs if label == "tr"]
     tokens = [words(turkish_casefold(page)) for page in pages]
     keys = [" ".join(t) for t in tokens]
@@ -184,7 +184,7 @@ def run_language_id(docs: list[tuple[str, str]]) -> dict:
     from pipeline.params import load
 
     rules = load(ROOT / "params.yaml").filter
-    detector = TurkishDetector.from_params(rules)
+    detector = TurkishDetector(rules)
     start = time.perf_counter()
     verdicts = detector.is_turkish([text for _, text in docs])
     seconds = time.perf_counter() - start

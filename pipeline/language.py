@@ -3,6 +3,11 @@
 lingua is restricted to `filter.candidate_languages`, which includes Turkish's close neighbours
 (Azerbaijani, Kazakh) so that they are recognised as themselves instead of as Turkish; langdetect has no
 Azerbaijani and calls most of it Turkish (measured: ../shared/reference/environment.md).
+
+lingua has no Turkmen, Uzbek, Gagauz or Crimean Tatar, and calls Turkmen Turkish (all 1,000 Turkmen documents
+in bench/results/language_sample.json). Those languages write letters Turkish does not
+(`filter.non_turkish_letters`: Turkmen ä ň ý ž, Crimean Tatar ñ, Uzbek ʻ, Azerbaijani ə), so a text whose sample
+has more than `filter.max_non_turkish_letter_fraction` of them is not Turkish, whatever the detector says.
 """
 from __future__ import annotations
 
@@ -23,9 +28,13 @@ def sample(text: str, chars: int) -> str:
 
 
 class TurkishDetector:
-    def __init__(self, detector: str, candidates: Sequence[str], min_confidence: float, sample_chars: int):
-        self.kind, self.min_confidence, self.sample_chars = detector, min_confidence, sample_chars
-        if detector == "lingua":
+    def __init__(self, rules: Filter):
+        self.kind, self.min_confidence, self.sample_chars = (rules.language_detector, rules.min_turkish_confidence,
+                                                             rules.language_sample_chars)
+        self.non_turkish_letters = rules.non_turkish_letters
+        self.max_non_turkish_fraction = rules.max_non_turkish_letter_fraction
+        candidates = rules.candidate_languages
+        if self.kind == "lingua":
             from lingua import Language, LanguageDetectorBuilder
 
             unknown = [name for name in candidates if not hasattr(Language, name)]
@@ -41,15 +50,16 @@ class TurkishDetector:
 
             DetectorFactory.seed = 0  # langdetect is random unless seeded
 
-    @classmethod
-    def from_params(cls, rules: Filter) -> "TurkishDetector":
-        return cls(rules.language_detector, rules.candidate_languages, rules.min_turkish_confidence,
-                   rules.language_sample_chars)
+    def writes_non_turkish_letters(self, text: str) -> bool:
+        folded = text.lower()
+        return sum(map(folded.count, self.non_turkish_letters)) > self.max_non_turkish_fraction * max(len(text), 1)
 
     def confidence(self, text: str) -> float:
         """Confidence that one text is Turkish, in [0, 1], computed in this thread: the filter's worker
         processes call this (lingua's multi-threaded batch call is not safe to use across fork)."""
         text = sample(text, self.sample_chars)
+        if self.writes_non_turkish_letters(text):
+            return 0.0
         if self.kind == "lingua":
             return self._lingua.compute_language_confidence(text, self._turkish)
         return self._langdetect(text)
@@ -57,9 +67,15 @@ class TurkishDetector:
     def confidences(self, texts: Sequence[str]) -> list[float]:
         """Confidence that each text is Turkish; lingua's batch API spreads the texts over all cores."""
         samples = [sample(text, self.sample_chars) for text in texts]
+        judged = [i for i, text in enumerate(samples) if not self.writes_non_turkish_letters(text)]
+        scores = [0.0] * len(samples)
         if self.kind == "lingua":
-            return self._lingua.compute_language_confidence_in_parallel(samples, self._turkish)
-        return [self._langdetect(text) for text in samples]
+            found = self._lingua.compute_language_confidence_in_parallel([samples[i] for i in judged], self._turkish)
+        else:
+            found = [self._langdetect(samples[i]) for i in judged]
+        for i, score in zip(judged, found):
+            scores[i] = score
+        return scores
 
     @staticmethod
     def _langdetect(text: str) -> float:

@@ -62,6 +62,8 @@ class Filter(Section):
     candidate_languages: list[str] = Field(min_length=2)  # lingua names; Turkish's neighbours included
     min_turkish_confidence: float = Field(ge=0, le=1)
     language_sample_chars: int = Field(ge=50)  # characters from a text's middle that language ID reads
+    non_turkish_letters: str  # letters of Turkic neighbours that Turkish does not write (lower case)
+    max_non_turkish_letter_fraction: float = Field(ge=0, le=1)  # of the sample's characters
     min_words: int = Field(ge=0)
     max_words: int = Field(gt=0)
     min_mean_word_length: float = Field(ge=0)
@@ -78,6 +80,18 @@ class Filter(Section):
     validation_fraction: float = Field(gt=0, lt=1)
     decontamination_ngram: int = Field(ge=5)  # words; 13 as in GPT-3's decontamination
     decontamination_files: list[str]  # local benchmark texts to protect (besides the validation split)
+
+    @field_validator("boilerplate_markers")
+    @classmethod
+    def _folded_markers(cls, markers: list[str]) -> list[str]:
+        """Markers are matched against a text's Turkish-folded words joined by single spaces; written any other
+        way ("Tüm Hakları  Saklıdır.") they are put in that form here, or they would never match."""
+        from pipeline.text import dedup_key
+
+        folded = [dedup_key(marker) for marker in markers]
+        if not all(folded):
+            raise ValueError("boilerplate markers need at least one word")
+        return folded
 
 
 class Tokenize(Section):

@@ -58,7 +58,8 @@ def failed_rule(text: str, rules: Filter, tokens: list[str] | None = None) -> st
     tokens = words(turkish_casefold(text)) if tokens is None else tokens
     if not tokens or not rules.min_words <= len(tokens) <= rules.max_words:
         return "word_count"
-    letters = len(" ".join(tokens)) - len(tokens) + 1  # a C-level join: summing len() per word cost ~15 %
+    folded = " ".join(tokens)  # what markers are matched against: folded words, single spaces
+    letters = len(folded) - len(tokens) + 1  # a C-level join: summing len() per word cost ~15 %
     mean_length = letters / len(tokens)
     if not rules.min_mean_word_length <= mean_length <= rules.max_mean_word_length:
         return "mean_word_length"
@@ -66,7 +67,7 @@ def failed_rule(text: str, rules: Filter, tokens: list[str] | None = None) -> st
         return "symbol_ratio"
     if _digit_ratio(text) > rules.max_digit_ratio:
         return "digit_ratio"
-    if _boilerplate(text, rules.boilerplate_markers):
+    if any(marker in folded for marker in rules.boilerplate_markers):
         return "boilerplate"
     if _top_bigram_fraction(tokens, letters) > rules.max_top_ngram_fraction:
         return "top_ngram_repetition"

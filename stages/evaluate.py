@@ -142,7 +142,7 @@ def generation(model, tokenizer, params: Params) -> tuple[dict, str]:
         base = generate(model, tokenizer, prompts, params.evaluate.max_new_tokens)
     tuned = generate(model, tokenizer, prompts, params.evaluate.max_new_tokens)
     rules = params.filter
-    detector = TurkishDetector.from_params(rules)
+    detector = TurkishDetector(rules)
     rate = lambda answers: round(sum(detector.is_turkish(answers)) / len(answers), 4)  # noqa: E731
     cell = lambda text: text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"  # noqa: E731
     table = ["# Answers, base vs tuned", "", "Greedy decoding, at most "

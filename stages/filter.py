@@ -196,7 +196,7 @@ def run(params: Params) -> dict:
         state = work / STATE
         dedup = Deduplicator(rules.near_dedup_threshold, rules.minhash_permutations, sum(rows.values()),
                              state / "dedup", rules.dedup_false_positive_rate)
-        _WORKER.update(rules=rules, detector=TurkishDetector.from_params(rules),
+        _WORKER.update(rules=rules, detector=TurkishDetector(rules),
                        contamination=evaluation_ngrams(directories, params), banding=(dedup.bands, dedup.rows))
         with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
             progress = tqdm(total=sum(rows.values()), desc="filter", unit=" rows", mininterval=5)

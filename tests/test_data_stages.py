@@ -82,7 +82,7 @@ def test_training_rows_sharing_13_words_with_evaluation_texts_are_dropped(workdi
                                      "min_words": 5}})
     prepare.run(params)
     contamination = filter_stage.evaluation_ngrams(filter_stage.source_dirs(params), params)
-    detector = TurkishDetector.from_params(params.filter)
+    detector = TurkishDetector(params.filter)
     prepared = [dict(r, source="web", kind="text", messages=None, meta=None) for r in rows]
     counts = Counter()
     kept = list(filter_stage.filter_rows(prepared, params, detector, deduplicator(workdir / "dedup"), contamination,

@@ -14,16 +14,19 @@ TURKISH_MORE = ("Sabah erkenden kalkıp kahvaltı hazırladık. Annem taze ekmek
                 "çayı demledi. Kahvaltıdan sonra hep birlikte bahçedeki ağaçları suladık ve öğleye kadar kitap okuduk.")
 AZERBAIJANI = ("Dünən axşam dostlarımla birlikdə sahildə uzun bir gəzinti etdik. Hava sərin idi, amma dəniz çox "
                "sakit idi. Qayıdarkən kiçik bir restoranda balıq yedik və gecə gec saatda evə qayıtdıq.")
+TURKMEN = ("Düýn agşam dostlarym bilen deňiz kenarynda uzak gezelenç etdik. Howa salkyndy, emma deňiz örän asuda "
+           "boldy. Gaýdyp gelýärkäk kiçijik bir restoranda balyk iýdik we gijä galyp öýe geldik.")
+CRIMEAN_TATAR = ("Keçe aqşam dostlarım ile deñiz boyunda uzun bir gezinti yaptıq. Hava serin edi, amma deñiz pek "
+                 "sakin edi. Qaytqanda kiçik bir aşhanede balıq aşadıq ve gece keç evge qayttıq.")
+UZBEK = ("Kecha kechqurun doʻstlarim bilan dengiz boʻyida uzoq sayr qildik. Havo salqin edi, lekin dengiz juda "
+         "tinch edi. Qaytishda kichik bir restoranda baliq yedik va kechasi kech uyga qaytdik.")
 ENGLISH = ("Last night my friends and I took a long walk along the beach. The air was cool but the sea was very "
            "calm. On the way back we ate fish at a small restaurant and got home late.")
 
 
 @pytest.fixture(scope="module")
-def lingua(params=None):
-    from pipeline.params import load
-    from tests.tiny import REPO
-
-    return TurkishDetector.from_params(load(REPO / "params.yaml").filter)
+def lingua():
+    return TurkishDetector(lingua_rules())
 
 
 def deduplicator(directory, capacity=1000) -> Deduplicator:
@@ -66,8 +69,30 @@ def test_lingua_tells_turkish_from_azerbaijani_and_english(lingua):
     assert lingua.is_turkish([TURKISH, AZERBAIJANI, ENGLISH]) == [True, False, False]
 
 
+def test_turkic_neighbours_lingua_lacks_are_not_turkish(lingua):
+    """lingua knows no Turkmen, Crimean Tatar or Uzbek and calls Turkmen Turkish; their letters give them away."""
+    unguarded = TurkishDetector(lingua_rules(max_non_turkish_letter_fraction=1.0))
+    assert unguarded.is_turkish([TURKMEN]) == [True]  # why the rule exists
+    assert all(lingua.writes_non_turkish_letters(text) for text in (TURKMEN, CRIMEAN_TATAR, UZBEK))
+    assert not lingua.writes_non_turkish_letters(TURKISH)
+    assert lingua.is_turkish([TURKMEN, CRIMEAN_TATAR, UZBEK]) == [False, False, False]
+    assert lingua.all_turkish([TURKISH, TURKMEN]) is False
+
+
+def test_a_foreign_name_in_turkish_is_still_turkish(lingua):
+    assert lingua.is_turkish(["Dün akşam Jürgen ile Müller'in evinde buluştuk ve Škoda marka arabayla sahile gittik. "
+                              "Hava serindi ama deniz çok sakindi, dönüşte balık yedik."]) == [True]
+
+
+def lingua_rules(**changes):
+    from pipeline.params import load
+    from tests.tiny import REPO
+
+    return load(REPO / "params.yaml").filter.model_copy(update=changes)
+
+
 def test_langdetect_is_selectable_and_seeded(params):
-    detector = TurkishDetector("langdetect", params.filter.candidate_languages, 0.5, 300)
+    detector = TurkishDetector(params.filter.model_copy(update={"language_detector": "langdetect"}))
     assert detector.confidences([ENGLISH]) == [0.0]
     assert detector.confidences([TURKISH]) == detector.confidences([TURKISH])
     assert detector.is_turkish([TURKISH]) == [True]
@@ -77,7 +102,7 @@ def test_unknown_candidate_language_names_the_param():
     from pipeline.errors import PipelineError
 
     with pytest.raises(PipelineError, match="filter.candidate_languages"):
-        TurkishDetector("lingua", ["TURKISH", "KLINGON"], 0.5, 300)
+        TurkishDetector(lingua_rules(candidate_languages=["TURKISH", "KLINGON"]))
 
 
 def test_turkish_case_folding_and_nfc():
@@ -187,3 +212,30 @@ def test_validation_split_is_a_stable_function_of_source_and_id():
     chosen = [is_validation(row, 0.1) for row in rows]
     assert chosen == [is_validation(row, 0.1) for row in rows]
     assert 150 < sum(chosen) < 250
+
+
+def test_decontamination_screen_never_hides_an_evaluation_ngram():
+    """The bit-array screen in front of the sorted n-grams may let strangers through to the exact search, never
+    stop a real match: every evaluation text and every 13-word window of one is found; unrelated texts are not."""
+    import random
+
+    rng = random.Random(0)
+    vocabulary = [f"kelime{i}" for i in range(5000)]
+    texts = [" ".join(rng.choices(vocabulary, k=60)) for _ in range(500)]
+    contamination = Contamination(13)
+    for text in texts[:250]:
+        contamination.add(text)
+    contamination.freeze()
+    assert all(contamination.contaminated(dedup_key(text)) for text in texts[:250])
+    windows = [" ".join(text.split()[start : start + 13]) for text in texts[:250] for start in (0, 20, 47)]
+    assert all(contamination.contaminated(dedup_key(f"önce {window} sonra")) for window in windows)
+    assert not any(contamination.contaminated(dedup_key(text)) for text in texts[250:])
+
+
+def test_boilerplate_markers_match_however_they_are_written(params):
+    from pipeline.params import Filter
+
+    rules = Filter.model_validate({**params.filter.model_dump(), "boilerplate_markers": ["Tüm Hakları  SAKLIDIR."]})
+    assert rules.boilerplate_markers == ["tüm hakları saklıdır"]
+    assert failed_rule(TURKISH + "\nTÜM HAKLARI\nsaklıdır!", rules) == "boilerplate"
+    assert failed_rule(TURKISH, rules) is None
