@@ -155,14 +155,26 @@ class ShardWriter:
             return True
         return False
 
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already in Arrow form (the filter's workers build them): written as they come, a shard closed
+        whenever it fills."""
+        self._write_group()
+        while table.num_rows:
+            part, table = table.slice(0, self.shard_rows - self.in_shard), table.slice(self.shard_rows - self.in_shard)
+            self._write(part)
+            if self.in_shard >= self.shard_rows:
+                self._close_shard()
+
     def _write_group(self) -> None:
-        if not self.buffer:
-            return
+        if self.buffer:
+            self._write(pa.Table.from_pylist(self.buffer, schema=self.schema))
+            self.buffer = []
+
+    def _write(self, table: pa.Table) -> None:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self._path().with_suffix(".tmp"), self.schema, compression="zstd")
-        self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema), row_group_size=ROW_GROUP)
-        self.in_shard += len(self.buffer)
-        self.buffer = []
+        self.writer.write_table(table, row_group_size=ROW_GROUP)
+        self.in_shard += table.num_rows
 
     def _close_shard(self) -> None:
         self.writer.close()

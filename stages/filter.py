@@ -4,25 +4,27 @@ Input: data/prepared/<source>/. Output: data/filtered/{train,validation}/part-*.
 (per source: read, kept, dropped per rule) and reports/data.md (the same as a table).
 
 Work goes shard by shard: worker processes (one per core) judge each row on their own (language, quality
-rules, decontamination, MinHash); this process then checks the survivors against the dedup index in row
-order, so the output is deterministic. Memory does not grow with the corpus: the dedup index is a set of
-memory-mapped Bloom filters (pipeline.dedup) and at most two row groups per worker are in flight; the
-evaluation n-grams for decontamination take 8 bytes each (a share of the validation split). A killed run
-resumes after the last shard it completed.
+rules, decontamination, MinHash) and send the survivors back as Arrow tables; this process then checks them
+against the dedup index in row order, so the output is deterministic, and writes them. Memory does not grow
+with the corpus: the dedup index is a set of memory-mapped Bloom filters (pipeline.dedup) and at most two row
+groups per worker are in flight; the evaluation n-grams for decontamination take 12 bytes each (a share of
+the validation split). A killed run resumes after the last shard it completed.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
 import os
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -31,7 +33,7 @@ from pipeline.dedup import Deduplicator, band_hashes, digest, index_bytes, minha
 from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.language import TurkishDetector
-from pipeline.outputs import STATE, ShardWriter, code_digest, resumable_dir, write_json, write_text
+from pipeline.outputs import ROW_GROUP, ROWS, STATE, ShardWriter, code_digest, resumable_dir, write_json, write_text
 from pipeline.params import Filter, Params
 from pipeline.quality import failed_chat_rule, failed_rule
 from pipeline.text import dedup_key, normalise, turkish_casefold, words
@@ -69,22 +71,47 @@ def dedup_text(row: dict) -> str:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a worker decided about one row: the rule that dropped it, or the row with what dedup needs."""
+    """What a worker decided about one row: the rule that dropped it, or what dedup needs to judge it."""
 
     drop: str | None
-    row: dict | None = None
     split: str | None = None
     digest: bytes | None = None
     bands: np.ndarray | None = None
 
 
-def examine(row: dict, rules: Filter, detector: TurkishDetector, contamination: Contamination,
-            banding: tuple[int, int]) -> Verdict:
+@dataclass(frozen=True)
+class Judged:
+    """A worker's verdicts on a batch of rows: each row's drop rule (None for a candidate) and, for the
+    candidates in row order, their normalised rows as one Arrow table (the worker's cores build it, and it
+    crosses to this process and into parquet without a Python object per row), splits, digests and band keys."""
+
+    drops: list[str | None]
+    candidates: pa.Table
+    splits: list[str]
+    digests: list[bytes]
+    bands: np.ndarray  # candidates x LSH bands
+
+
+def examine(rows: list[dict], rules: Filter, detector: TurkishDetector, contamination: Contamination,
+            banding: tuple[int, int]) -> Judged:
     """Every check that needs no shared state, cheapest rejection first (most web text that fails, fails
-    language ID, and the MinHash is only computed for rows that pass everything else)."""
-    row = normalised(row)
-    if not detector.all_turkish(judged_texts(row)):
-        return Verdict("language")
+    language ID, and the MinHash is only computed for rows that pass everything else). Language ID goes over
+    all the rows before the other checks: lingua's model tables then stay in the CPU cache (measured ~8 % less
+    time than alternating it with the other checks row by row)."""
+    rows = [normalised(row) for row in rows]
+    turkish = [detector.all_turkish(judged_texts(row)) for row in rows]
+    verdicts = [examine_turkish(row, rules, contamination, banding) if ok else Verdict("language")
+                for row, ok in zip(rows, turkish)]
+    candidates = [(row, verdict) for row, verdict in zip(rows, verdicts) if verdict.drop is None]
+    return Judged(drops=[verdict.drop for verdict in verdicts],
+                  candidates=pa.Table.from_pylist([row for row, _ in candidates], schema=ROWS),
+                  splits=[verdict.split for _, verdict in candidates],
+                  digests=[verdict.digest for _, verdict in candidates],
+                  bands=np.stack([verdict.bands for _, verdict in candidates]) if candidates
+                  else np.zeros((0, banding[0]), dtype=np.uint64))
+
+
+def examine_turkish(row: dict, rules: Filter, contamination: Contamination, banding: tuple[int, int]) -> Verdict:
     if row["kind"] == "text":
         tokens = words(turkish_casefold(row["text"]))
         rule = failed_rule(row["text"], rules, tokens)
@@ -98,26 +125,33 @@ def examine(row: dict, rules: Filter, detector: TurkishDetector, contamination: 
     if split == "train" and contamination.contaminated(key):
         return Verdict("decontamination")
     signature = minhash(key, rules.minhash_permutations)
-    return Verdict(None, row, split, digest(key), band_hashes(signature, *banding))
+    return Verdict(None, split, digest(key), band_hashes(signature, *banding))
 
 
-def keep(verdicts: Iterable[Verdict], dedup: Deduplicator, counts: Counter) -> Iterator[tuple[str, dict]]:
-    """Yield (split, row) for the rows that pass dedup too; count each drop under the rule that caused it."""
-    for verdict in verdicts:
-        drop = verdict.drop or dedup.check(verdict.digest, verdict.bands)
+def keep(judged: Judged, dedup: Deduplicator, counts: Counter) -> dict[str, pa.Table]:
+    """The candidates that pass dedup too, per split; each drop is counted under the rule that caused it."""
+    counts.update(drop for drop in judged.drops if drop)
+    chosen: dict[str, list[int]] = {"train": [], "validation": []}
+    for i, split in enumerate(judged.splits):
+        drop = dedup.check(judged.digests[i], judged.bands[i])
         if drop:
             counts[drop] += 1
-            continue
-        counts[f"kept_{verdict.split}"] += 1
-        yield verdict.split, verdict.row
+        else:
+            counts[f"kept_{split}"] += 1
+            chosen[split].append(i)
+    return {split: judged.candidates.take(pa.array(indices, type=pa.int64())) for split, indices in chosen.items()}
 
 
 def filter_rows(rows: Iterable[dict], params: Params, detector: TurkishDetector, dedup: Deduplicator,
                 contamination: Contamination, counts: Counter) -> Iterator[tuple[str, dict]]:
-    """The whole filter on rows in this process (the stage spreads `examine` over worker processes)."""
+    """The whole filter on rows in this process (the stage spreads `examine` over worker processes): (split,
+    row) for each kept row, a batch of rows at a time, train rows before validation rows within a batch."""
     banding = (dedup.bands, dedup.rows)
-    verdicts = (examine(row, params.filter, detector, contamination, banding) for row in rows)
-    yield from keep(verdicts, dedup, counts)
+    rows = iter(rows)
+    while batch := list(itertools.islice(rows, ROW_GROUP)):
+        for split, table in keep(examine(batch, params.filter, detector, contamination, banding), dedup,
+                                 counts).items():
+            yield from ((split, row) for row in table.to_pylist())
 
 
 # Set before the worker pool forks: workers share the language models and the evaluation n-grams instead of
@@ -125,10 +159,9 @@ def filter_rows(rows: Iterable[dict], params: Params, detector: TurkishDetector,
 _WORKER: dict = {}
 
 
-def examine_row_group(task: tuple[str, int]) -> list[Verdict]:
+def examine_row_group(task: tuple[str, int]) -> Judged:
     path, group = task
-    rows = pq.ParquetFile(path).read_row_group(group).to_pylist()
-    return [examine(row, **_WORKER) for row in rows]
+    return examine(pq.ParquetFile(path).read_row_group(group).to_pylist(), **_WORKER)
 
 
 def evaluation_ngrams(directories: list[Path], params: Params) -> Contamination:
@@ -159,6 +192,20 @@ def source_dirs(params: Params) -> list[Path]:
     return sorted((p for p in IN.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, len(order)), p.name))
 
 
+def in_flight(pool, groups: list, window: int) -> Iterator[Judged]:
+    """Each row group's verdicts, in order, with at most `window` row groups given to the workers and not yet
+    taken back. Bounded, unlike imap (workers running ahead of this process would pile a whole shard of judged
+    rows up in memory), and without imap-per-window's stall (workers idle at every window's end while this
+    process checks and writes its last row group)."""
+    pending: deque = deque()
+    for group in groups:
+        pending.append(pool.apply_async(examine_row_group, (group,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 def filter_shard(index: int, path: Path, pool, dedup: Deduplicator, work: Path, params: Params,
                  progress: tqdm) -> Counter:
     """Filter one prepared shard into work/{train,validation}/part-<index>-*.parquet; the counts of its rows."""
@@ -166,14 +213,10 @@ def filter_shard(index: int, path: Path, pool, dedup: Deduplicator, work: Path, 
     groups = [(str(path), g) for g in range(pq.ParquetFile(path).metadata.num_row_groups)]
     writers = {split: ShardWriter(work / split, params.data.shard_rows, stem=f"part-{index:05d}")
                for split in ("train", "validation")}
-    # A window of row groups at a time: imap alone would let the workers run ahead of this process and pile up
-    # a whole shard of judged rows in memory.
-    window = 2 * (os.cpu_count() or 1)
-    for start in range(0, len(groups), window):
-        for verdicts in pool.imap(examine_row_group, groups[start : start + window]):
-            for split, row in keep(verdicts, dedup, counts):
-                writers[split].add(row)
-            progress.update(len(verdicts))
+    for judged in in_flight(pool, groups, window=2 * (os.cpu_count() or 1)):
+        for split, table in keep(judged, dedup, counts).items():
+            writers[split].add_table(table)
+        progress.update(len(judged.drops))
     for writer in writers.values():
         writer.close()
     return counts

@@ -164,3 +164,23 @@ def test_a_dropped_stream_keeps_the_partial_work_and_bad_input_does_not(workdir)
                 raise error
         assert (workdir / ".out.partial/part-00000.parquet").exists() is kept
         assert not (workdir / "out").exists()
+
+
+def test_shard_writer_cuts_arrow_tables_at_shard_size(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.outputs import ROWS, ShardWriter
+
+    rows = [{"id": str(i), "source": "web", "kind": "text", "text": f"metin {i}"} for i in range(12)]
+    writer = ShardWriter(tmp_path, shard_rows=5, stem="part-00000")
+    writer.add(rows[0])  # a buffered row goes out before the tables that follow it
+    writer.add_table(pa.Table.from_pylist(rows[1:8], schema=ROWS))
+    writer.add_table(pa.Table.from_pylist([], schema=ROWS))
+    writer.add_table(pa.Table.from_pylist(rows[8:], schema=ROWS))
+    writer.close()
+    shards = sorted(tmp_path.glob("*.parquet"))
+    assert [p.name for p in shards] == [f"part-00000-{i:05d}.parquet" for i in range(3)]
+    assert [pq.read_table(p).num_rows for p in shards] == [5, 5, 2]
+    assert [r["id"] for p in shards for r in pq.read_table(p).to_pylist()] == [str(i) for i in range(12)]
+    assert not list(tmp_path.glob("*.tmp"))
