@@ -204,3 +204,54 @@ def test_filter_stopped_between_a_shards_marker_and_its_index_update_ends_as_an_
     filter_stage.run(params)
     assert snapshot("data/filtered") == reference
     assert Path("reports/filter.json").read_text() == report
+
+
+def test_a_broken_hub_stream_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """A Hub source through datasets' own streaming IterableDataset; only load_dataset is replaced, since
+    nothing here reaches the Hub. The pinned config, split and revision and $HF_TOKEN reach it; a stream that
+    breaks keeps the shards written so far, the next run skips the rows they hold and ends as an unbroken run
+    does, and the token is written nowhere."""
+    import datasets
+
+    from pipeline.errors import RetryableError
+
+    monkeypatch.chdir(tmp_path)
+    token = "hf_test_token_never_written"
+    monkeypatch.setenv("HF_TOKEN", token)
+    rows = [{"inputs": f"Soru {i}: Ankara'da gezilecek yerler nereler?", "targets": f"Cevap {i}: Anıtkabir ve Kale.",
+             "language": "Turkish" if i % 4 else "English", "language_code": "tur" if i % 4 else "eng",
+             "annotation_type": "original-annotations", "user_id": f"u{i}"} for i in range(130)]
+    broken_at: list[int | None] = [70]
+    calls = []
+
+    def stream():
+        for i, row in enumerate(rows):
+            if i == broken_at[0]:
+                raise ConnectionError("Read timed out")
+            yield row
+
+    def load_dataset(path, name=None, split=None, revision=None, streaming=False, token=None):
+        calls.append((path, name, split, revision, streaming, token))
+        return datasets.IterableDataset.from_generator(stream)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    aya = {"name": "aya", "path": "CohereForAI/aya_dataset", "format": "aya", "config": "default",
+           "split": "train", "revision": "abc123"}
+    params = params_with({"data": {"sources": [aya], "shard_rows": 20}})
+
+    with pytest.raises(RetryableError, match="the Hub stream of 'CohereForAI/aya_dataset' broke near row"):
+        prepare.run(params)
+    state = json.loads(Path("data/.prepared.partial/.state/aya.json").read_text())
+    assert state["shards"] == 2 and state["records"] == 54  # 40 Turkish rows of the first 54 in two shards
+    broken_at[0] = None
+    prepare.run(params)
+    resumed, resumed_report = snapshot("data/prepared"), Path("reports/prepare.json").read_text()
+    assert calls == [("CohereForAI/aya_dataset", "default", "train", "abc123", True, token)] * 2
+
+    shutil.rmtree("data")
+    prepare.run(params)
+    assert snapshot("data/prepared") == resumed
+    assert Path("reports/prepare.json").read_text() == resumed_report
+    report = json.loads(resumed_report)["sources"]["aya"]
+    assert report["read"] == 130 and report["kept"] == 97 and report["skipped"] == {"source_language": 33}
+    assert not any(token.encode() in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
