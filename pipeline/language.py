@@ -5,9 +5,11 @@ lingua is restricted to `filter.candidate_languages`, which includes Turkish's c
 Azerbaijani and calls most of it Turkish (measured: ../shared/reference/environment.md).
 
 lingua has no Turkmen, Uzbek, Gagauz or Crimean Tatar, and calls Turkmen Turkish (all 1,000 Turkmen documents
-in bench/results/language_sample.json). Those languages write letters Turkish does not
-(`filter.non_turkish_letters`: Turkmen ä ň ý ž, Crimean Tatar ñ, Uzbek ʻ, Azerbaijani ə), so a text whose sample
-has more than `filter.max_non_turkish_letter_fraction` of them is not Turkish, whatever the detector says.
+in bench/results/language_sample.json; the Uzbek and Crimean Tatar texts of the tests it rejects on its own).
+These languages write letters Turkish does not (`filter.non_turkish_letters`: Turkmen ä ň ý ž, Crimean Tatar ñ,
+Uzbek ʻ, Azerbaijani ə), so a text whose sample has at least `filter.min_non_turkish_letters` of them, and more
+than `filter.max_non_turkish_letter_fraction` of its characters, is not Turkish, whatever the detector says.
+The count keeps a foreign name quoted in Turkish ("Kärcher", "España", "Džeko") from sinking a short question.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pipeline.params import Filter
 
 def sample(text: str, chars: int) -> str:
     """`chars` characters from the middle of a text, cut at spaces: lingua's cost grows with the length it
-    reads (~1 µs a character) and a few sentences decide; the middle skips headers and menus at the start."""
+    reads and a few sentences decide; the middle skips headers and menus at the start."""
     if len(text) <= chars:
         return text
     start = text.find(" ", (len(text) - chars) // 2) + 1
@@ -32,7 +34,8 @@ class TurkishDetector:
         self.kind, self.min_confidence, self.sample_chars = (rules.language_detector, rules.min_turkish_confidence,
                                                              rules.language_sample_chars)
         self.non_turkish_letters = rules.non_turkish_letters
-        self.max_non_turkish_fraction = rules.max_non_turkish_letter_fraction
+        self.min_non_turkish, self.max_non_turkish_fraction = (rules.min_non_turkish_letters,
+                                                               rules.max_non_turkish_letter_fraction)
         candidates = rules.candidate_languages
         if self.kind == "lingua":
             from lingua import Language, LanguageDetectorBuilder
@@ -52,7 +55,8 @@ class TurkishDetector:
 
     def writes_non_turkish_letters(self, text: str) -> bool:
         folded = text.lower()
-        return sum(map(folded.count, self.non_turkish_letters)) > self.max_non_turkish_fraction * max(len(text), 1)
+        found = sum(map(folded.count, self.non_turkish_letters))
+        return found >= self.min_non_turkish and found > self.max_non_turkish_fraction * len(text)
 
     def confidence(self, text: str) -> float:
         """Confidence that one text is Turkish, in [0, 1], computed in this thread: the filter's worker
@@ -91,5 +95,8 @@ class TurkishDetector:
         return [score >= self.min_confidence for score in self.confidences(texts)]
 
     def all_turkish(self, texts: Sequence[str]) -> bool:
-        """Every text Turkish; stops at the first that is not (a chat's English answer)."""
+        """Every text Turkish; stops at the first that is not (a chat's English answer). The letter rule also
+        reads the texts together: a chat's short turns may each hold too few letters to count."""
+        if len(texts) > 1 and self.writes_non_turkish_letters("\n".join(texts)):
+            return False
         return all(self.confidence(text) >= self.min_confidence for text in texts)

@@ -57,12 +57,16 @@ class Data(Section):
         return sources
 
 
+MIN_MARKER_CHARS = 4
+
+
 class Filter(Section):
     language_detector: Literal["lingua", "langdetect"]
     candidate_languages: list[str] = Field(min_length=2)  # lingua names; Turkish's neighbours included
     min_turkish_confidence: float = Field(ge=0, le=1)
     language_sample_chars: int = Field(ge=50)  # characters from a text's middle that language ID reads
     non_turkish_letters: str  # letters of Turkic neighbours that Turkish does not write (lower case)
+    min_non_turkish_letters: int = Field(ge=1)  # in a sample, before it can be judged not Turkish by them
     max_non_turkish_letter_fraction: float = Field(ge=0, le=1)  # of the sample's characters
     min_words: int = Field(ge=0)
     max_words: int = Field(gt=0)
@@ -85,12 +89,15 @@ class Filter(Section):
     @classmethod
     def _folded_markers(cls, markers: list[str]) -> list[str]:
         """Markers are matched against a text's Turkish-folded words joined by single spaces; written any other
-        way ("Tüm Hakları  Saklıdır.") they are put in that form here, or they would never match."""
+        way ("Tüm Hakları  Saklıdır.") they are put in that form here, or they would never match. One that folds
+        to a fragment ("(c)" to "c") would match inside ordinary words, so it is refused."""
         from pipeline.text import dedup_key
 
         folded = [dedup_key(marker) for marker in markers]
-        if not all(folded):
-            raise ValueError("boilerplate markers need at least one word")
+        short = [marker for marker, form in zip(markers, folded) if len(form) < MIN_MARKER_CHARS]
+        if short:
+            raise ValueError(f"boilerplate markers must keep {MIN_MARKER_CHARS}+ characters once punctuation and "
+                             f"case are folded away; too short: {short}")
         return folded
 
 

@@ -4,7 +4,7 @@ import pytest
 from pipeline.decontaminate import Contamination
 from pipeline.dedup import Deduplicator, band_hashes, digest, minhash
 from pipeline.language import TurkishDetector
-from pipeline.quality import failed_rule
+from pipeline.quality import failed_chat_rule, failed_rule
 from pipeline.text import dedup_key, normalise, turkish_casefold
 from stages.filter import filter_rows, is_validation
 
@@ -70,18 +70,27 @@ def test_lingua_tells_turkish_from_azerbaijani_and_english(lingua):
 
 
 def test_turkic_neighbours_lingua_lacks_are_not_turkish(lingua):
-    """lingua knows no Turkmen, Crimean Tatar or Uzbek and calls Turkmen Turkish; their letters give them away."""
+    """lingua knows no Turkmen, Crimean Tatar or Uzbek; it calls Turkmen Turkish, whose letters give it away."""
     unguarded = TurkishDetector(lingua_rules(max_non_turkish_letter_fraction=1.0))
     assert unguarded.is_turkish([TURKMEN]) == [True]  # why the rule exists
-    assert all(lingua.writes_non_turkish_letters(text) for text in (TURKMEN, CRIMEAN_TATAR, UZBEK))
-    assert not lingua.writes_non_turkish_letters(TURKISH)
+    assert lingua.writes_non_turkish_letters(TURKMEN) and not lingua.writes_non_turkish_letters(TURKISH)
     assert lingua.is_turkish([TURKMEN, CRIMEAN_TATAR, UZBEK]) == [False, False, False]
     assert lingua.all_turkish([TURKISH, TURKMEN]) is False
+    short_turns = ["Biz düýn agşam deňiz kenarynda gezdik.", "Kiçijik bir restoranda balyk iýdik.",
+                   "Gijä galyp öýe geldik."]
+    assert unguarded.all_turkish(short_turns)  # lingua calls each turn Turkish
+    assert not any(map(lingua.writes_non_turkish_letters, short_turns))  # too few letters in each turn alone
+    assert lingua.all_turkish(short_turns) is False  # together they are enough
 
 
-def test_a_foreign_name_in_turkish_is_still_turkish(lingua):
-    assert lingua.is_turkish(["Dün akşam Jürgen ile Müller'in evinde buluştuk ve Škoda marka arabayla sahile gittik. "
-                              "Hava serindi ama deniz çok sakindi, dönüşte balık yedik."]) == [True]
+def test_foreign_names_in_turkish_leave_it_turkish(lingua):
+    """Names quoted in Turkish carry the letters the rule counts; a name or two must not sink a text."""
+    questions = ["Kärcher süpürgemin filtresini nasıl temizlerim?", "Edin Džeko bu sezon kaç gol attı?",
+                 "İspanyolca'da España kelimesi nasıl okunur?"]
+    paragraph = ("Evimizi temizlemek için geçen hafta bir Kärcher aldık ve çok memnun kaldık. Kärcher makinesi "
+                 "halıları, koltukları ve balkon zeminini kolayca temizliyor; annem de çok beğendi.")
+    assert lingua.is_turkish([*questions, paragraph]) == [True, True, True, True]
+    assert lingua.all_turkish([questions[0], TURKISH])
 
 
 def lingua_rules(**changes):
@@ -239,3 +248,15 @@ def test_boilerplate_markers_match_however_they_are_written(params):
     assert rules.boilerplate_markers == ["tüm hakları saklıdır"]
     assert failed_rule(TURKISH + "\nTÜM HAKLARI\nsaklıdır!", rules) == "boilerplate"
     assert failed_rule(TURKISH, rules) is None
+    turns = [{"role": "user", "content": "Merhaba"},
+             {"role": "assistant", "content": TURKISH + " TÜM HAKLARI\nsaklıdır!"}]
+    assert failed_chat_rule(turns, rules) == "boilerplate"  # chats match the same folded form
+
+
+def test_a_marker_that_folds_to_a_fragment_is_refused(params):
+    from pydantic import ValidationError
+
+    from pipeline.params import Filter
+
+    with pytest.raises(ValidationError, match=r"too short: \['\(c\)'\]"):
+        Filter.model_validate({**params.filter.model_dump(), "boilerplate_markers": ["(c)", "lorem ipsum"]})
