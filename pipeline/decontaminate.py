@@ -3,7 +3,7 @@
 Evaluation texts are the validation split (known before filtering: it is a function of source and id) and
 any local benchmark files (`filter.decontamination_files`: .jsonl/.json/.parquet rows, text in their string
 fields, or .txt lines). N-grams are hashed to 64-bit integers kept in one sorted array (8 bytes each, a
-Python set would take ~60), searched per document with numpy behind a bit-array screen (4 bytes more each).
+Python set would take ~60), searched per document with numpy behind a bit-array screen (4 to 8 bytes more each).
 """
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def benchmark_texts(path: Path) -> Iterable[str]:
         raise PipelineError(f"filter.decontamination_files: {path} is not .txt/.json/.jsonl/.parquet")
 
 
-# Bits of the screen per evaluation n-gram: a training n-gram that is not one passes it with probability ~3 %.
+# Bits of the screen per evaluation n-gram, at least (rounded up to a power of two): a training n-gram that is
+# not one passes it with probability 1.5 to 3 %.
 SCREEN_BITS_PER_NGRAM = 32
 
 

@@ -138,6 +138,8 @@ class ShardWriter:
         self.directory, self.shard_rows, self.schema, self.stem = Path(directory), shard_rows, schema, stem
         self.directory.mkdir(parents=True, exist_ok=True)
         self.buffer: list[dict] = []
+        self.tables: list[pa.Table] = []  # add_table's rows not yet written
+        self.table_rows = 0
         self.writer: pq.ParquetWriter | None = None
         self.in_shard = 0
         self.shards = first_shard
@@ -147,6 +149,8 @@ class ShardWriter:
 
     def add(self, row: dict) -> bool:
         """Buffer a row; True when it completed a shard."""
+        if self.table_rows:
+            self._write_tables(self.table_rows)  # tables added before this row go first
         self.buffer.append(row)
         if len(self.buffer) >= ROW_GROUP or self.in_shard + len(self.buffer) >= self.shard_rows:
             self._write_group()
@@ -156,14 +160,22 @@ class ShardWriter:
         return False
 
     def add_table(self, table: pa.Table) -> None:
-        """Rows already in Arrow form (the filter's workers build them): written as they come, a shard closed
-        whenever it fills."""
-        self._write_group()
-        while table.num_rows:
-            part, table = table.slice(0, self.shard_rows - self.in_shard), table.slice(self.shard_rows - self.in_shard)
-            self._write(part)
-            if self.in_shard >= self.shard_rows:
-                self._close_shard()
+        """Rows already in Arrow form (the filter's workers build them), gathered into row groups of ROW_GROUP
+        rows: the filter hands over a few kept rows of a split at a time, and a row group each would bloat the
+        file and its footer."""
+        self._write_group()  # rows added one by one before these tables go first
+        self.tables.append(table)
+        self.table_rows += table.num_rows
+        while self.table_rows and (self.table_rows >= ROW_GROUP or self.in_shard + self.table_rows >= self.shard_rows):
+            self._write_tables(min(ROW_GROUP, self.shard_rows - self.in_shard))
+
+    def _write_tables(self, rows: int) -> None:
+        gathered = pa.concat_tables(self.tables)
+        self._write(gathered.slice(0, rows).combine_chunks())
+        rest = gathered.slice(rows)
+        self.tables, self.table_rows = [rest], rest.num_rows
+        if self.in_shard >= self.shard_rows:
+            self._close_shard()
 
     def _write_group(self) -> None:
         if self.buffer:
@@ -184,5 +196,7 @@ class ShardWriter:
 
     def close(self) -> None:
         self._write_group()
+        if self.table_rows:
+            self._write_tables(self.table_rows)
         if self.writer is not None:
             self._close_shard()

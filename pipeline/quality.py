@@ -10,7 +10,7 @@ import re
 from collections import Counter
 
 from pipeline.params import Filter
-from pipeline.text import turkish_casefold, words
+from pipeline.text import dedup_key, turkish_casefold, words
 
 TERMINAL_PUNCTUATION = (".", "!", "?", "…", '"', "”", "»", ":", ";")
 MIN_LINES_FOR_LINE_RULES = 3
@@ -47,9 +47,10 @@ def _top_bigram_fraction(tokens: list[str], letters: int) -> float:
     return count * (len(first) + len(second)) / max(letters, 1)
 
 
-def _boilerplate(text: str, markers: list[str]) -> bool:
-    folded = turkish_casefold(text)
-    return any(marker in folded for marker in markers)
+def _boilerplate(folded_words: str, markers: list[str]) -> bool:
+    """`folded_words`: a text's Turkish-folded words joined by single spaces, the form markers are kept in
+    (pipeline.params folds them at load)."""
+    return any(marker in folded_words for marker in markers)
 
 
 def failed_rule(text: str, rules: Filter, tokens: list[str] | None = None) -> str | None:
@@ -67,7 +68,7 @@ def failed_rule(text: str, rules: Filter, tokens: list[str] | None = None) -> st
         return "symbol_ratio"
     if _digit_ratio(text) > rules.max_digit_ratio:
         return "digit_ratio"
-    if any(marker in folded for marker in rules.boilerplate_markers):
+    if _boilerplate(folded, rules.boilerplate_markers):
         return "boilerplate"
     if _top_bigram_fraction(tokens, letters) > rules.max_top_ngram_fraction:
         return "top_ngram_repetition"
@@ -85,6 +86,6 @@ def failed_chat_rule(messages: list[dict], rules: Filter) -> str | None:
     answer_words = sum(len(words(m["content"])) for m in messages if m["role"] == "assistant")
     if answer_words == 0:
         return "word_count"
-    if any(_boilerplate(m["content"], rules.boilerplate_markers) for m in messages):
+    if any(_boilerplate(dedup_key(m["content"]), rules.boilerplate_markers) for m in messages):
         return "boilerplate"
     return None

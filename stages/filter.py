@@ -7,7 +7,7 @@ Work goes shard by shard: worker processes (one per core) judge each row on thei
 rules, decontamination, MinHash) and send the survivors back as Arrow tables; this process then checks them
 against the dedup index in row order, so the output is deterministic, and writes them. Memory does not grow
 with the corpus: the dedup index is a set of memory-mapped Bloom filters (pipeline.dedup) and at most two row
-groups per worker are in flight; the evaluation n-grams for decontamination take 12 bytes each (a share of
+groups per worker are in flight; the evaluation n-grams for decontamination take 12 to 16 bytes each (a share of
 the validation split). A killed run resumes after the last shard it completed.
 """
 from __future__ import annotations

@@ -166,21 +166,25 @@ def test_a_dropped_stream_keeps_the_partial_work_and_bad_input_does_not(workdir)
         assert not (workdir / "out").exists()
 
 
-def test_shard_writer_cuts_arrow_tables_at_shard_size(tmp_path):
+def test_shard_writer_gathers_arrow_tables_into_row_groups_and_cuts_shards(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipeline import outputs
     from pipeline.outputs import ROWS, ShardWriter
 
-    rows = [{"id": str(i), "source": "web", "kind": "text", "text": f"metin {i}"} for i in range(12)]
-    writer = ShardWriter(tmp_path, shard_rows=5, stem="part-00000")
+    monkeypatch.setattr(outputs, "ROW_GROUP", 4)
+    rows = [{"id": str(i), "source": "web", "kind": "text", "text": f"metin {i}"} for i in range(23)]
+    writer = ShardWriter(tmp_path, shard_rows=10, stem="part-00000")
     writer.add(rows[0])  # a buffered row goes out before the tables that follow it
-    writer.add_table(pa.Table.from_pylist(rows[1:8], schema=ROWS))
+    for start in range(1, 23, 3):  # a few rows at a time, as the filter hands them over
+        writer.add_table(pa.Table.from_pylist(rows[start : start + 3], schema=ROWS))
     writer.add_table(pa.Table.from_pylist([], schema=ROWS))
-    writer.add_table(pa.Table.from_pylist(rows[8:], schema=ROWS))
     writer.close()
     shards = sorted(tmp_path.glob("*.parquet"))
     assert [p.name for p in shards] == [f"part-00000-{i:05d}.parquet" for i in range(3)]
-    assert [pq.read_table(p).num_rows for p in shards] == [5, 5, 2]
-    assert [r["id"] for p in shards for r in pq.read_table(p).to_pylist()] == [str(i) for i in range(12)]
+    groups = [[pq.ParquetFile(p).metadata.row_group(g).num_rows for g in range(pq.ParquetFile(p).num_row_groups)]
+              for p in shards]
+    assert groups == [[1, 4, 4, 1], [4, 4, 2], [3]]  # full row groups, not one per table of 3
+    assert [r["id"] for p in shards for r in pq.read_table(p).to_pylist()] == [str(i) for i in range(23)]
     assert not list(tmp_path.glob("*.tmp"))
