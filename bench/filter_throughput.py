@@ -197,12 +197,16 @@ def run_language_id(docs: list[tuple[str, str]]) -> dict:
     from pipeline.params import load
 
     rules = load(ROOT / "params.yaml").filter
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     detector = TurkishDetector(rules)
+    loading = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     verdicts = detector.is_turkish([text for _, text in docs])
     seconds = time.perf_counter() - start
     kept = [label for (label, _), turkish in zip(docs, verdicts) if turkish]
     return {"docs": len(docs), "seconds": seconds, "docs_per_second": len(docs) / seconds,
+            "cpu_seconds_loading_the_models": round(sum(getattr(loading, f) - getattr(cpu, f)
+                                                        for f in ("ru_utime", "ru_stime")), 2),
             "turkish_precision": sum(label.startswith("tr") for label in kept) / max(len(kept), 1),
             "turkish_recall": len(kept and [k for k in kept if k.startswith("tr")]) /
             max(sum(label.startswith("tr") for label, _ in docs), 1)}
