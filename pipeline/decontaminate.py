@@ -65,8 +65,8 @@ SCREEN_BITS_PER_NGRAM = 32
 class Contamination:
     """Collect evaluation texts with `add`, then `freeze` once; `contaminated` asks about a training key.
 
-    Most training n-grams are in no evaluation text, and a binary search for each in a large sorted array was a
-    fifth of the filter's time (a cache miss per step). So a one-hash Bloom screen goes first: a bit array
+    Most training n-grams are in no evaluation text, and a binary search for each in a large sorted array costs
+    a cache miss per step. So a one-hash Bloom screen goes first: a bit array
     indexed by the top bits of the n-gram hash, looked up for a whole document in one numpy call; only the few
     n-grams that pass it are searched. (pybloomfilter, used for dedup, answers one Python call per item.)"""
 

@@ -96,8 +96,8 @@ def examine(rows: list[dict], rules: Filter, detector: TurkishDetector, contamin
             banding: tuple[int, int]) -> Judged:
     """Every check that needs no shared state, cheapest rejection first (most web text that fails, fails
     language ID, and the MinHash is only computed for rows that pass everything else). Language ID goes over
-    all the rows before the other checks: lingua's model tables then stay in the CPU cache (measured ~8 % less
-    time than alternating it with the other checks row by row)."""
+    all the rows before the other checks, so that lingua's model tables stay in the CPU cache between rows
+    instead of alternating with the other checks' data."""
     rows = [normalised(row) for row in rows]
     turkish = [detector.all_turkish(judged_texts(row)) for row in rows]
     verdicts = [examine_turkish(row, rules, contamination, banding) if ok else Verdict("language")
@@ -114,8 +114,8 @@ def examine(rows: list[dict], rules: Filter, detector: TurkishDetector, contamin
 def examine_turkish(row: dict, rules: Filter, contamination: Contamination, banding: tuple[int, int]) -> Verdict:
     if row["kind"] == "text":
         tokens = words(turkish_casefold(row["text"]))
-        rule = failed_rule(row["text"], rules, tokens)
-        key = " ".join(tokens)  # = dedup_key(text), from the words the rules needed anyway
+        key = " ".join(tokens)  # = dedup_key(text), from the words the rules need anyway
+        rule = failed_rule(row["text"], rules, tokens, key)
     else:
         rule = failed_chat_rule(row["messages"], rules)
         key = dedup_key(dedup_text(row))
