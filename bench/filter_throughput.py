@@ -171,9 +171,9 @@ def cost_per_turkish_page(docs: list[tuple[str, str]]) -> dict:
     steps = {
         "normalise": lambda page: state.update(text=normalise(page)),
         "language_id": lambda page: detector.confidence(state["text"]),
-        "words": lambda page: state.update(tokens=words(turkish_casefold(state["text"]))),
-        "quality_rules": lambda page: state.update(key=" ".join(state["tokens"]),
-                                                   rule=failed_rule(state["text"], rules, state["tokens"])),
+        "words": lambda page: state.update(tokens=(tokens := words(turkish_casefold(state["text"]))),
+                                           key=" ".join(tokens)),
+        "quality_rules": lambda page: failed_rule(state["text"], rules, state["tokens"], state["key"]),
         "decontamination": lambda page: contamination.contaminated(state["key"]),
         "minhash": lambda page: (band_hashes(minhash(state["key"], rules.minhash_permutations), *bands),
                                  digest(state["key"])),
