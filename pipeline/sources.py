@@ -46,7 +46,8 @@ class Record:
 
 
 def content_id(*parts: str) -> str:
-    return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:20]
+    # surrogatepass: a row with an unpaired surrogate is refused after mapping (_require_unicode), not here
+    return hashlib.sha1("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
 def _text(row: dict, field: str) -> str:
@@ -171,7 +172,22 @@ def to_row(source: Source, record: Record) -> dict:
         raise BadRow(f"row is {type(record.row).__name__}, expected an object")
     row = ADAPTERS[source.format](record.row)
     row["source"] = source.name
+    _require_unicode(row)
     return row
+
+
+def _require_unicode(row: dict) -> None:
+    """JSON escapes such as "\\ud800" decode to unpaired surrogates, which are not text: Arrow cannot store
+    them (the row would crash the shard writer instead of being counted as bad)."""
+    fields = [("id", row["id"]), ("text", row["text"]), *(("meta." + k, v) for k, v in row["meta"].items())]
+    fields += [(f"messages[{i}].content", m["content"]) for i, m in enumerate(row["messages"] or [])]
+    for field, value in fields:
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadRow(f"field '{field}' has an unpaired surrogate "
+                             f"(\\u{ord(value[exc.start]):04x}) at character {exc.start}") from None
 
 
 def is_local(path: str) -> bool:

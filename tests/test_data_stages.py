@@ -59,6 +59,16 @@ def test_bad_rows_under_the_threshold_are_counted_and_skipped(workdir):
                                                          "shards": 1}
 
 
+def test_json_escaped_surrogates_are_counted_as_bad_rows_not_a_crash(workdir):
+    # "\\ud800" is valid JSON but no text: Arrow cannot write it, so prepare must count the row, not crash
+    path = workdir / "web.jsonl"
+    path.write_text("\n".join([json.dumps({"id": i, "text": TURKISH + f" {i}"}) for i in range(9)]
+                              + ['{"id": 9, "text": "Merhaba \\ud800 dünya"}']))
+    report = prepare.run(params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}],
+                                               "max_bad_fraction": 0.2}}))
+    assert (report["sources"]["web"]["kept"], report["sources"]["web"]["bad"]) == (9, 1)
+
+
 def test_filter_outputs_are_byte_identical_across_runs(workdir):
     params = params_with({"data": {"sources": DEMO_SOURCES}, "filter": {"validation_fraction": 0.15}})
     prepare.run(params)

@@ -93,6 +93,10 @@ def test_messages_format():
     ("sharegpt", {"conversations": [{"from": "human", "value": "soru"}]}, "needs at least one user and one assistant"),
     ("messages", {"messages": "not a list"}, "not a non-empty list"),
     ("text", ["a", "list"], "row is list"),
+    ("text", {"id": 1, "text": "bir \ud800 iki"}, r"field 'text' has an unpaired surrogate \(\\ud800\) at character 4"),
+    ("messages", {"messages": [{"role": "user", "content": "Selam"}, {"role": "assistant", "content": "\udfff"}]},
+     r"field 'messages\[1\].content' has an unpaired surrogate"),
+    ("text", {"id": "a\ud83d", "text": TR}, "field 'id' has an unpaired surrogate"),
 ])
 def test_malformed_rows_say_why(fmt, row, reason):
     with pytest.raises(BadRow, match=reason):
