@@ -4,7 +4,7 @@ import pytest
 from pipeline.decontaminate import Contamination
 from pipeline.dedup import Deduplicator, band_hashes, digest, minhash
 from pipeline.language import TurkishDetector
-from pipeline.quality import failed_chat_rule, failed_rule
+from pipeline.quality import SYMBOL, character_counts, failed_chat_rule, failed_rule
 from pipeline.text import dedup_key, normalise, turkish_casefold
 from stages.filter import filter_rows, is_validation
 
@@ -138,6 +138,20 @@ def test_turkish_case_folding_and_nfc():
 ])
 def test_each_quality_rule_drops_its_case(params, text, rule):
     assert failed_rule(text, params.filter) == rule
+
+
+def test_character_counts_match_their_plain_definitions():
+    """The byte-level shortcut (pipeline.quality.character_counts) counts what the plain definitions count, on
+    random text from ASCII, Turkish and other letters, combining marks, symbols, emoji and stray surrogates."""
+    import random
+
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in [*range(0, 0x250), *range(0x300, 0x370), *range(0x2000, 0x2070), 0xD800, 0xDFFF,
+                                 *range(0x1F600, 0x1F650)]] + list("ğüşıöçĞÜŞİÖÇ0123456789 \n\t") * 20
+    for _ in range(3000):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 80)))
+        visible = max(len(text) - sum(map(text.count, " \n\t")), 1)
+        assert character_counts(text) == (visible, len(SYMBOL.findall(text)), sum(map(text.count, "0123456789")))
 
 
 def test_clean_turkish_passes_every_rule(params):
