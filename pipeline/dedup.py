@@ -60,7 +60,8 @@ def _tables(size: int) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=2)  # dedup and decontamination ask for the same document one after the other
 def _prefix_hashes(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Prefix hashes of the key's bytes, and the byte offsets where its words start and end."""
-    data = np.frombuffer(key.encode("utf-8"), dtype=np.uint8)
+    # surrogatepass: a benchmark file's JSON may escape an unpaired surrogate; training rows never hold one
+    data = np.frombuffer(key.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     powers, _ = _tables(len(data) + 1)
     prefix = np.zeros(len(data) + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):

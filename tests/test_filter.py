@@ -255,6 +255,13 @@ def test_decontamination_screen_never_hides_an_evaluation_ngram():
     assert not any(contamination.contaminated(dedup_key(text)) for text in texts[250:])
 
 
+def test_an_evaluation_text_with_a_json_escaped_surrogate_is_still_screened():
+    question = "Soru: " + TURKISH_MORE + " \ud800"  # what json.loads makes of a "\\ud800" escape in a benchmark file
+    contamination = Contamination(13)
+    contamination.add(question)
+    assert contamination.freeze().contaminated(dedup_key(TURKISH_MORE))
+
+
 def test_boilerplate_markers_match_however_they_are_written(params):
     from pipeline.params import Filter
 
