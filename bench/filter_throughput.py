@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import random
 import resource
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.record import save  # noqa: E402
 from demo.make_corpus import AZERBAIJANI, BOILERPLATE, CITIES, ENGLISH, WEB_POOLS, city_fields  # noqa: E402
+from pipeline.cpus import usable_cpus  # noqa: E402
 
 GERMAN = [
     "Der Stadtrat hat diese Woche einen neuen Haushalt für den öffentlichen Nahverkehr beschlossen.",
@@ -219,7 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     docs = corpus(args.docs)
     words = sum(len(text.split()) for _, text in docs) / len(docs)
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_filter(docs, Path(tmp))
     ours["docs_per_second"] = args.docs / ours["seconds"]

@@ -17,7 +17,6 @@ import itertools
 import json
 import logging
 import multiprocessing
-import os
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipeline.cpus import usable_cpus
 from pipeline.decontaminate import Contamination, benchmark_texts
 from pipeline.dedup import Deduplicator, band_hashes, digest, index_bytes, minhash
 from pipeline.disk import require_free
@@ -206,14 +206,14 @@ def in_flight(pool, groups: list, window: int) -> Iterator[Judged]:
         yield pending.popleft().get()
 
 
-def filter_shard(index: int, path: Path, pool, dedup: Deduplicator, work: Path, params: Params,
+def filter_shard(index: int, path: Path, pool, pool_size: int, dedup: Deduplicator, work: Path, params: Params,
                  progress: tqdm) -> Counter:
     """Filter one prepared shard into work/{train,validation}/part-<index>-*.parquet; the counts of its rows."""
     counts: Counter = Counter()
     groups = [(str(path), g) for g in range(pq.ParquetFile(path).metadata.num_row_groups)]
     writers = {split: ShardWriter(work / split, params.data.shard_rows, stem=f"part-{index:05d}")
                for split in ("train", "validation")}
-    for judged in in_flight(pool, groups, window=2 * (os.cpu_count() or 1)):
+    for judged in in_flight(pool, groups, window=2 * pool_size):
         for split, table in keep(judged, dedup, counts).items():
             writers[split].add_table(table)
         progress.update(len(judged.drops))
@@ -241,7 +241,8 @@ def run(params: Params) -> dict:
                              state / "dedup", rules.dedup_false_positive_rate)
         _WORKER.update(rules=rules, detector=TurkishDetector(rules),
                        contamination=evaluation_ngrams(directories, params), banding=(dedup.bands, dedup.rows))
-        with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        workers = usable_cpus()
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
             progress = tqdm(total=sum(rows.values()), desc="filter", unit=" rows", mininterval=5)
             for index, (source, shard) in enumerate(shards):
                 marker, journal = state / f"done-{index:05d}.json", state / f"journal-{index:05d}.npz"
@@ -251,7 +252,7 @@ def run(params: Params) -> dict:
                 else:
                     for stale in work.glob(f"*/part-{index:05d}-*.parquet"):  # a shard cut off by a kill
                         stale.unlink()
-                    counts = filter_shard(index, shard, pool, dedup, work, params, progress)
+                    counts = filter_shard(index, shard, pool, workers, dedup, work, params, progress)
                     dedup.commit(journal.with_suffix(".tmp"))
                     journal.with_suffix(".tmp").rename(journal)
                     done = {"counts": dict(counts), "applied": False}

@@ -11,7 +11,6 @@ reports/tokens.json, with what training on them will cost (params `hardware`).
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.chat import IGNORE, ChatError, encode_chat, encode_text
+from pipeline.cpus import usable_cpus
 from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.models import load_tokenizer
@@ -147,7 +147,7 @@ def run(params: Params) -> dict:
                 raise PipelineError(f"{IN / split}: no parquet shards; run the filter stage first")
             rows = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=cache)
             # One process per 2,000 rows at most: below that, starting workers costs more than it saves.
-            workers = min(os.cpu_count() or 1, len(rows) // 2000)
+            workers = min(usable_cpus(), len(rows) // 2000)
             tokens = rows.map(
                 encode_batch,
                 batched=True,
