@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError, RetryableError
@@ -63,9 +64,14 @@ def _row_id(row: dict, *content: str) -> str:
     value = row.get("id")
     if value is None or value == "":
         return content_id(*content)
-    if not isinstance(value, (str, int)):
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise BadRow(f"field 'id' is {type(value).__name__}, expected a string or integer")
     return str(value)
+
+
+def _chat_id(row: dict, messages: list[dict]) -> str:
+    # roles are part of the content: the same two texts with user and assistant swapped are another chat
+    return _row_id(row, *(f"{m['role']}\x1e{m['content']}" for m in messages))
 
 
 def _text_row(row_id: str, text: str, url: Any = None, title: Any = None) -> dict:
@@ -100,8 +106,11 @@ def from_oscar(row: dict) -> dict:
 
 def from_wikipedia(row: dict) -> dict:
     title, body = _text(row, "title"), _text(row, "text")
-    # The article body does not repeat its title; a heading line gives the model the topic.
-    text = body if body.lstrip().startswith(title) else f"{title}\n\n{body}"
+    # The article body does not repeat its title; a heading line gives the model the topic. A body that opens
+    # with the title as a word ("Ankara, Türkiye'nin...", not "Ankaragücü...") names it already.
+    opening = body.lstrip()
+    names_title = opening.startswith(title) and not opening[len(title):len(title) + 1].isalnum()
+    text = body if names_title else f"{title}\n\n{body}"
     return _text_row(_row_id(row, text), text, url=row.get("url"), title=title)
 
 
@@ -117,10 +126,12 @@ def from_sharegpt(row: dict) -> dict:
         if role is None:
             raise BadRow(f"unknown conversation role {turn.get('from')!r}")
         messages.append({"role": role, "content": _text(turn, "value")})
-    return _chat_row(_row_id(row, *(m["content"] for m in messages)), messages)
+    return _chat_row(_chat_id(row, messages), messages)
 
 
 def from_alpaca(row: dict) -> dict:
+    # some copies of merve/turkish_instructions name their columns " giriş" and " çıktı", with a space
+    row = {key.strip() if isinstance(key, str) else key: value for key, value in row.items()}
     for instruction_key, input_key, output_key in ALPACA_COLUMNS:
         if instruction_key in row:
             break
@@ -150,7 +161,7 @@ def from_messages(row: dict) -> dict:
         if not isinstance(turn, dict) or turn.get("role") not in MESSAGE_ROLES:
             raise BadRow(f"a message has no role among {sorted(MESSAGE_ROLES)}")
         messages.append({"role": turn["role"], "content": _text(turn, "content")})
-    return _chat_row(_row_id(row, *(m["content"] for m in messages)), messages)
+    return _chat_row(_chat_id(row, messages), messages)
 
 
 ADAPTERS: dict[str, Callable[[dict], dict]] = {
@@ -170,7 +181,10 @@ def to_row(source: Source, record: Record) -> dict:
         raise record.row
     if not isinstance(record.row, dict):
         raise BadRow(f"row is {type(record.row).__name__}, expected an object")
-    row = ADAPTERS[source.format](record.row)
+    try:
+        row = ADAPTERS[source.format](record.row)
+    except (TypeError, AttributeError) as exc:  # a field of an unexpected type deeper than the adapters check
+        raise BadRow(f"unexpected field type: {exc}") from None
     row["source"] = source.name
     _require_unicode(row)
     return row
@@ -201,7 +215,7 @@ def local_files(source: Source, index: int) -> list[Path]:
     if os.path.isdir(path):
         files = [p for p in sorted(Path(path).rglob("*")) if p.suffix in LOCAL_SUFFIXES]
     else:
-        files = [Path(p) for p in sorted(glob.glob(path, recursive=True))]
+        files = [Path(p) for p in sorted(glob.glob(path, recursive=True)) if os.path.isfile(p)]
     if not files:
         raise PipelineError(f"data.sources[{index}].path: no .json/.jsonl/.parquet file at {source.path!r}")
     return files
@@ -229,10 +243,13 @@ def _starts_with_array(path: Path) -> bool:
 def read_local(path: Path) -> Iterator[Record]:
     if path.suffix == ".parquet":
         number = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                number += 1
-                yield Record(f"{path}:row {number}", row)
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield Record(f"{path}:row {number}", row)
+        except (pa.ArrowException, OSError) as exc:  # not parquet, or cut off: its rows cannot be told apart
+            raise PipelineError(f"{path}: unreadable parquet after row {number}: {exc}") from None
     elif path.suffix == ".json" and _starts_with_array(path):
         # A JSON array (OpenHermes-2.5 ships one); json has no streaming parser, so the file is read whole.
         try:

@@ -71,6 +71,26 @@ def test_alpaca_with_english_and_turkish_columns():
         {"role": "user", "content": "Özetle:\n\nUzun metin."}, {"role": "assistant", "content": "Kısa."}]
 
 
+def test_alpaca_columns_with_stray_spaces():
+    # a copy of merve/turkish_instructions names its columns "talimat", " giriş", " çıktı"
+    row = convert("alpaca", {"talimat": "Özetle:", " giriş": "Uzun metin.", " çıktı": "Kısa."})
+    assert row["messages"] == [{"role": "user", "content": "Özetle:\n\nUzun metin."},
+                               {"role": "assistant", "content": "Kısa."}]
+
+
+def test_wikipedia_title_is_kept_unless_the_body_opens_with_it_as_a_word():
+    assert convert("wikipedia", {"title": "Ankara", "text": "Ankara, Türkiye'nin başkentidir."})["text"] == (
+        "Ankara, Türkiye'nin başkentidir.")
+    assert convert("wikipedia", {"title": "Ankara", "text": "Ankaragücü bir spor kulübüdür."})["text"] == (
+        "Ankara\n\nAnkaragücü bir spor kulübüdür.")
+
+
+def test_chats_with_the_same_texts_in_other_roles_get_other_ids():
+    asked = [{"role": "user", "content": "Merhaba"}, {"role": "assistant", "content": "Selam"}]
+    swapped = [{"role": "assistant", "content": "Merhaba"}, {"role": "user", "content": "Selam"}]
+    assert convert("messages", {"messages": asked})["id"] != convert("messages", {"messages": swapped})["id"]
+
+
 def test_aya_keeps_turkish_rows_only():
     row = {"inputs": "Başkent neresi?", "targets": "Ankara.", "language": "Turkish", "language_code": "tur",
            "annotation_type": "original-annotations", "user_id": "u1"}
@@ -97,6 +117,10 @@ def test_messages_format():
     ("messages", {"messages": [{"role": "user", "content": "Selam"}, {"role": "assistant", "content": "\udfff"}]},
      r"field 'messages\[1\].content' has an unpaired surrogate"),
     ("text", {"id": "a\ud83d", "text": TR}, "field 'id' has an unpaired surrogate"),
+    ("text", {"id": True, "text": TR}, "field 'id' is bool"),
+    ("oscar", {"text": TR, "meta": {"identification": "tr"}}, "unexpected field type"),
+    ("oscar", {"text": TR, "meta": {"quality_warnings": [{"tiny": 1}]}}, "unexpected field type"),
+    ("sharegpt", {"conversations": [{"from": ["human"], "value": "x"}]}, "unexpected field type"),
 ])
 def test_malformed_rows_say_why(fmt, row, reason):
     with pytest.raises(BadRow, match=reason):
@@ -116,6 +140,15 @@ def test_directory_and_glob_sources_read_in_sorted_order(tmp_path):
         pq.write_table(pa.Table.from_pylist([{"id": name, "text": text}]), tmp_path / name)
     for path in (str(tmp_path), str(tmp_path / "*.parquet")):
         assert [r.row["text"] for r in records(Source(name="s", path=path, format="text"), 0)] == ["birinci", "ikinci"]
+
+
+def test_a_glob_skips_folders_and_a_broken_parquet_file_is_named(tmp_path):
+    (tmp_path / "sub").mkdir()  # matched by the glob, not a file
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": TR}) + "\n")
+    assert len(list(records(Source(name="s", path=str(tmp_path / "*"), format="text"), 0))) == 1
+    (tmp_path / "b.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(PipelineError, match=rf"{tmp_path / 'b.parquet'}: unreadable parquet after row 0"):
+        list(records(Source(name="s", path=str(tmp_path / "*"), format="text"), 0))
 
 
 def test_missing_local_path_names_the_param(tmp_path):
