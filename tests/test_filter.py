@@ -20,6 +20,8 @@ CRIMEAN_TATAR = ("Keçe aqşam dostlarım ile deñiz boyunda uzun bir gezinti ya
                  "sakin edi. Qaytqanda kiçik bir aşhanede balıq aşadıq ve gece keç evge qayttıq.")
 UZBEK = ("Kecha kechqurun doʻstlarim bilan dengiz boʻyida uzoq sayr qildik. Havo salqin edi, lekin dengiz juda "
          "tinch edi. Qaytishda kichik bir restoranda baliq yedik va kechasi kech uyga qaytdik.")
+KURMANJI = ("Duh êvarê ez û hevalên xwe li ber deryayê geriyan. Hewa sar bû, lê derya pir aram bû. Di vegerê de "
+            "me li xwaringeheke biçûk masî xwar û şevê dereng vegeriyan malê.")
 ENGLISH = ("Last night my friends and I took a long walk along the beach. The air was cool but the sea was very "
            "calm. On the way back we ate fish at a small restaurant and got home late.")
 
@@ -69,12 +71,13 @@ def test_lingua_tells_turkish_from_azerbaijani_and_english(lingua):
     assert lingua.is_turkish([TURKISH, AZERBAIJANI, ENGLISH]) == [True, False, False]
 
 
-def test_turkic_neighbours_lingua_lacks_are_not_turkish(lingua):
-    """lingua knows no Turkmen, Crimean Tatar or Uzbek; it calls Turkmen Turkish, whose letters give it away."""
+def test_neighbours_lingua_lacks_are_not_turkish(lingua):
+    """lingua knows no Turkmen, Crimean Tatar, Uzbek or Kurdish; it calls Turkmen and this Kurmanji Turkish, whose
+    letters give them away."""
     unguarded = TurkishDetector(lingua_rules(max_non_turkish_letter_fraction=1.0))
-    assert unguarded.is_turkish([TURKMEN]) == [True]  # why the rule exists
+    assert unguarded.is_turkish([TURKMEN, KURMANJI]) == [True, True]  # why the rule exists
     assert lingua.writes_non_turkish_letters(TURKMEN) and not lingua.writes_non_turkish_letters(TURKISH)
-    assert lingua.is_turkish([TURKMEN, CRIMEAN_TATAR, UZBEK]) == [False, False, False]
+    assert lingua.is_turkish([TURKMEN, CRIMEAN_TATAR, UZBEK, KURMANJI]) == [False, False, False, False]
     assert lingua.all_turkish([TURKISH, TURKMEN]) is False
     short_turns = ["Biz düýn agşam deňiz kenarynda gezdik.", "Kiçijik bir restoranda balyk iýdik.",
                    "Gijä galyp öýe geldik."]
