@@ -64,9 +64,9 @@ def judged_texts(row: dict) -> list[str]:
 
 
 def dedup_text(row: dict) -> str:
-    if row["kind"] == "text":
-        return row["text"]
-    return "\n".join(m["content"] for m in row["messages"])
+    """What dedup and decontamination compare. A chat's system prompt is left out: it is shared boilerplate,
+    and chats that share a long one are neither near duplicates nor contaminated by a validation chat with it."""
+    return "\n".join(judged_texts(row))
 
 
 @dataclass(frozen=True)

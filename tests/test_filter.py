@@ -223,6 +223,28 @@ def chat(question, answer):
                          {"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
 
+def test_chats_sharing_only_a_long_system_prompt_are_neither_duplicates_nor_contaminated(params, lingua, tmp_path):
+    from collections import Counter
+
+    from stages.filter import dedup_text, normalised
+
+    system = ("Sen yardımsever bir asistansın. Kullanıcının sorusunu dikkatle oku, adım adım düşün, cevabını kısa "
+              "ve doğru bir Türkçe ile yaz, emin olmadığın bilgileri uydurma ve gerekirse kaynak öner.")
+    pairs = [(TURKISH, "Çok güzel bir akşam geçirmişsiniz, sevindim."),
+             (TURKISH_MORE, "Harika bir aile sabahı, ellerinize sağlık."),
+             ("Geçen yaz ailemle birlikte Karadeniz'e gittik. Yaylalarda yürüyüş yaptık, taze mısır ekmeği yedik ve "
+              "akşamları dereden gelen serin rüzgârın tadını çıkardık.", "Karadeniz yaylaları gerçekten çok güzeldir.")]
+    rows = [{**chat(q, a), "messages": [{"role": "system", "content": system}, *chat(q, a)["messages"][1:]]}
+            for q, a in pairs]
+    held_out = {**rows[0], "messages": [rows[0]["messages"][0], {"role": "user", "content": "Bugün hava nasıl?"},
+                                        {"role": "assistant", "content": "Bugün hava güneşli ve ılık."}]}
+    contamination = Contamination(13)
+    contamination.add(dedup_text(normalised(held_out)))  # what evaluation_ngrams adds for a validation chat
+    counts = Counter()
+    kept = list(filter_rows(rows, params, lingua, deduplicator(tmp_path), contamination.freeze(), counts))
+    assert len(kept) == 3 and counts == {"kept_train": 3}
+
+
 def test_a_chat_needs_every_user_and_assistant_turn_in_turkish(params, lingua, tmp_path):
     from collections import Counter
 
