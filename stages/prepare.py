@@ -90,8 +90,11 @@ def run(params: Params) -> dict:
                  for source in params.data.sources if not is_local(source.path)}
     fingerprint = {"data": params.data.model_dump(), "files": files, "revisions": revisions,
                    "code": code_digest(__file__)}
+    # stream the commit recorded in the report, not whatever the branch points to by the time a source is read
+    sources = [source.model_copy(update={"revision": revisions[source.name]}) if revisions.get(source.name)
+               else source for source in params.data.sources]
     with resumable_dir(OUT, fingerprint) as work:
-        for index, source in enumerate(params.data.sources):
+        for index, source in enumerate(sources):
             report["sources"][source.name] = prepare_source(source, index, work, params)
             if source.name in revisions:
                 report["sources"][source.name]["revision"] = revisions[source.name]

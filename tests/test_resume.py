@@ -206,6 +206,26 @@ def test_filter_stopped_between_a_shards_marker_and_its_index_update_ends_as_an_
     assert Path("reports/filter.json").read_text() == report
 
 
+def test_a_hub_source_streams_the_commit_its_report_records(tmp_path, monkeypatch):
+    import datasets
+
+    from stages import prepare as prepare_stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(prepare_stage, "hub_dataset_revision", lambda path, revision: "0123abcd")
+    streamed = []
+
+    def load_dataset(path, name=None, split=None, revision=None, streaming=False, token=None):
+        streamed.append(revision)
+        return datasets.IterableDataset.from_generator(
+            lambda: iter([{"inputs": "Başkent neresi?", "targets": "Ankara.", "language_code": "tur"}]))
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    aya = {"name": "aya", "path": "CohereLabs/aya_dataset", "format": "aya", "split": "train"}  # no revision
+    report = prepare_stage.run(params_with({"data": {"sources": [aya]}}))
+    assert streamed == ["0123abcd"] and report["sources"]["aya"]["revision"] == "0123abcd"
+
+
 def test_a_broken_hub_stream_resumes_where_it_stopped(tmp_path, monkeypatch):
     """A Hub source through datasets' own streaming IterableDataset; only load_dataset is replaced, since
     nothing here reaches the Hub. The pinned config, split and revision and $HF_TOKEN reach it; a stream that
