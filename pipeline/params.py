@@ -75,6 +75,7 @@ class Filter(Section):
     max_symbol_ratio: float = Field(ge=0, le=1)
     max_digit_ratio: float = Field(ge=0, le=1)
     max_duplicate_line_fraction: float = Field(ge=0, le=1)
+    max_duplicate_paragraph_fraction: float = Field(ge=0, le=1)  # paragraphs: blocks between blank lines
     max_top_ngram_fraction: float = Field(ge=0, le=1)
     min_punctuated_line_fraction: float = Field(ge=0, le=1)
     boilerplate_markers: list[str]

@@ -33,9 +33,10 @@ def character_counts(text: str) -> tuple[int, int, int]:
     return max(visible, 1), symbols, digits
 
 
-def _duplicate_line_fraction(lines: list[str]) -> float:
-    counts = Counter(lines)
-    return sum(n for n in counts.values() if n > 1) / len(lines)
+def _duplicate_fraction(items: list[str]) -> float:
+    """Share of the items (lines, paragraphs) that occur more than once."""
+    counts = Counter(items)
+    return sum(n for n in counts.values() if n > 1) / len(items)
 
 
 def _top_bigram_fraction(tokens: list[str], letters: int) -> float:
@@ -75,9 +76,13 @@ def failed_rule(text: str, rules: Filter, tokens: list[str] | None = None, key: 
         return "boilerplate"
     if _top_bigram_fraction(tokens, letters) > rules.max_top_ngram_fraction:
         return "top_ngram_repetition"
+    if "\n\n" in text:
+        paragraphs = [paragraph.strip() for paragraph in text.split("\n\n") if paragraph.strip()]
+        if len(paragraphs) > 1 and _duplicate_fraction(paragraphs) > rules.max_duplicate_paragraph_fraction:
+            return "duplicate_paragraphs"
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     if len(lines) >= MIN_LINES_FOR_LINE_RULES:
-        if _duplicate_line_fraction(lines) > rules.max_duplicate_line_fraction:
+        if _duplicate_fraction(lines) > rules.max_duplicate_line_fraction:
             return "duplicate_lines"
         punctuated = sum(line.endswith(TERMINAL_PUNCTUATION) for line in lines) / len(lines)
         if punctuated < rules.min_punctuated_line_fraction:

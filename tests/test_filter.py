@@ -134,6 +134,7 @@ def test_turkish_case_folding_and_nfc():
     (" ".join(["satılık daire"] * 20), "top_ngram_repetition"),
     ("\n".join([TURKISH, "Ana Sayfa menüsü burada yer alır", "Ana Sayfa menüsü burada yer alır",
                 "Ana Sayfa menüsü burada yer alır"]), "duplicate_lines"),
+    ("\n\n".join([TURKISH, TURKISH_MORE, "Bir paragraf.\nİki satırlık.", TURKISH_MORE]), "duplicate_paragraphs"),
     ("\n".join(["Ana sayfa bağlantısı burada duruyor", "Kampanyalı ürünler ve fırsatlar listesi",
                 "Kadın giyim ayakkabı çanta modelleri", "Erkek saat kemer cüzdan çeşitleri",
                 "Çocuk oyuncak kitap kırtasiye malzemeleri", "Ev dekorasyon mutfak banyo aksesuarları"]),
