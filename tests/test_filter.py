@@ -300,6 +300,15 @@ def test_boilerplate_markers_match_however_they_are_written(params):
     assert failed_chat_rule(turns, rules) == "boilerplate"  # chats match the same folded form
 
 
+def test_default_markers_drop_notices_not_topics(params):
+    article = ("JavaScript, web sayfalarını etkileşimli hale getiren bir programlama dilidir. Tarayıcıda çalışır ve "
+               "cookie adı verilen küçük dosyalarla kullanıcı tercihlerini saklayabilir.")
+    assert failed_rule(article, params.filter) is None
+    assert failed_rule(TURKISH + " Bu içeriği görmek için lütfen JavaScript'i etkinleştirin.", params.filter) == (
+        "boilerplate")
+    assert failed_rule(TURKISH + " This site uses cookies.", params.filter) == "boilerplate"
+
+
 def test_a_marker_that_folds_to_a_fragment_is_refused(params):
     from pydantic import ValidationError
 
