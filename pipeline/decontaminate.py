@@ -1,22 +1,32 @@
 """Decontamination: training rows that share a long word n-gram with an evaluation text are dropped.
 
 Evaluation texts are the validation split (known before filtering: it is a function of source and id) and
-any local benchmark files (`filter.decontamination_files`: .jsonl/.json/.parquet rows, text in their string
-fields, or .txt lines). N-grams are hashed to 64-bit integers kept in one sorted array (8 bytes each, a
-Python set would take ~60), searched per document with numpy behind a bit-array screen (4 to 8 bytes more each).
+the local files the evaluate stage scores on (`evaluation_files`): `filter.decontamination_files`,
+`evaluate.english_file` and the data files of the local lm-eval tasks it runs (.jsonl/.json/.parquet/.csv rows,
+text in their string fields, or .txt lines). A text shorter than the n-gram cannot be matched and is counted
+apart (`Contamination.short`): a benchmark of short questions is not protected by this.
+
+N-grams are hashed to 64-bit integers kept in one sorted array (8 bytes each, a Python set would take ~60),
+searched per document with numpy behind a bit-array screen (4 to 8 bytes more each).
 """
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from pipeline.dedup import shingle_hashes
 from pipeline.errors import PipelineError
+from pipeline.params import Params
 from pipeline.text import dedup_key
+
+BENCHMARK_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet", ".csv")
 
 
 def ngram_hashes(key: str, n: int) -> np.ndarray:
@@ -38,23 +48,73 @@ def strings(value) -> Iterable[str]:
             yield from strings(item)
 
 
-def benchmark_texts(path: Path) -> Iterable[str]:
+def benchmark_texts(path: Path, param: str = "filter.decontamination_files") -> Iterable[str]:
     if not path.is_file():
-        raise PipelineError(f"filter.decontamination_files: no such file {path}")
-    if path.suffix == ".txt":
-        yield from path.read_text(encoding="utf-8").splitlines()
-    elif path.suffix == ".parquet":
-        for batch in pq.ParquetFile(path).iter_batches():
-            for row in batch.to_pylist():
-                yield from strings(row)
-    elif path.suffix == ".jsonl":
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                yield from strings(json.loads(line))
-    elif path.suffix == ".json":
-        yield from strings(json.loads(path.read_text(encoding="utf-8")))
-    else:
-        raise PipelineError(f"filter.decontamination_files: {path} is not .txt/.json/.jsonl/.parquet")
+        raise PipelineError(f"{param}: no such file {path}")
+    try:
+        if path.suffix == ".txt":
+            yield from path.read_text(encoding="utf-8").splitlines()
+        elif path.suffix == ".parquet":
+            for batch in pq.ParquetFile(path).iter_batches():
+                for row in batch.to_pylist():
+                    yield from strings(row)
+        elif path.suffix == ".jsonl":
+            with path.open(encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    try:
+                        row = json.loads(line) if line.strip() else None
+                    except json.JSONDecodeError as exc:
+                        raise PipelineError(
+                            f"{path}:{number}: malformed JSON ({exc.msg}) in an evaluation file") from None
+                    yield from strings(row)
+        elif path.suffix == ".json":
+            yield from strings(json.loads(path.read_text(encoding="utf-8")))
+        elif path.suffix == ".csv":
+            with path.open(encoding="utf-8", newline="") as handle:
+                for row in csv.reader(handle):
+                    yield from row
+        else:
+            raise PipelineError(f"{param}: {path} is not {'/'.join(BENCHMARK_SUFFIXES)}")
+    except (UnicodeDecodeError, json.JSONDecodeError, pa.ArrowException) as exc:
+        raise PipelineError(f"{path}: unreadable evaluation file: {exc}") from None
+
+
+class _TaskLoader(yaml.SafeLoader):
+    """lm-eval task YAMLs may hold `!function module.name` tags, which only lm-eval can resolve."""
+
+
+_TaskLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def lm_eval_task_files(include_path: str | None, tasks: list[str]) -> list[Path]:
+    """The local data files (`dataset_kwargs.data_files`) of the tasks in `include_path`'s YAMLs that are run.
+    Hub tasks have none: export their texts to filter.decontamination_files to protect them."""
+    if not include_path or not Path(include_path).is_dir():
+        return []
+    found = []
+    for config_file in sorted(Path(include_path).rglob("*.yaml")):
+        config = yaml.load(config_file.read_text(encoding="utf-8"), Loader=_TaskLoader) or {}
+        if not isinstance(config, dict) or config.get("task") not in tasks:
+            continue
+        data_files = (config.get("dataset_kwargs") or {}).get("data_files") or []
+        if isinstance(data_files, dict):
+            data_files = list(data_files.values())
+        for entry in data_files if isinstance(data_files, list) else [data_files]:
+            for name in entry if isinstance(entry, list) else [entry]:
+                if isinstance(name, str) and Path(name).suffix in BENCHMARK_SUFFIXES and Path(name).is_file():
+                    found.append(Path(name))
+    return found
+
+
+def evaluation_files(params: Params) -> list[tuple[Path, str]]:
+    """Each local file the evaluate stage scores on, with the param that names it."""
+    settings = params.evaluate
+    files = [(Path(path), "filter.decontamination_files") for path in params.filter.decontamination_files]
+    if Path(settings.english_file).is_file():
+        files.append((Path(settings.english_file), "evaluate.english_file"))
+    files += [(path, "evaluate.lm_eval_tasks") for path in
+              lm_eval_task_files(settings.lm_eval_include_path, settings.lm_eval_tasks)]
+    return list(dict.fromkeys(files))
 
 
 # Bits of the screen per evaluation n-gram, at least (rounded up to a power of two): a training n-gram that is
@@ -72,13 +132,17 @@ class Contamination:
 
     def __init__(self, n: int):
         self.n = n
+        self.texts = self.short = 0  # evaluation texts added; those shorter than n words, which cannot match
         self._parts: list[np.ndarray] = []
         self.hashes = np.zeros(0, dtype=np.uint64)
         self._screen = np.zeros(1, dtype=np.uint8)
         self._shift = np.uint64(63)
 
     def add(self, text: str) -> None:
-        self._parts.append(ngram_hashes(dedup_key(text), self.n))
+        hashes = ngram_hashes(dedup_key(text), self.n)
+        self.texts += 1
+        self.short += not len(hashes)
+        self._parts.append(hashes)
 
     def freeze(self) -> "Contamination":
         self.hashes = np.unique(np.concatenate([self.hashes, *self._parts]))

@@ -7,8 +7,9 @@ Azerbaijani and calls most of it Turkish (measured: ../shared/reference/environm
 lingua has no Turkmen, Uzbek, Gagauz, Crimean Tatar or Kurdish, and calls Turkmen Turkish (all 1,000 Turkmen
 documents in bench/results/language_sample.json) and Kurmanji Kurdish often too (tests/test_filter.py); the Uzbek
 and Crimean Tatar texts of the tests it rejects on its own. These languages write letters Turkish does not
-(`filter.non_turkish_letters`: Turkmen ä ň ý ž, Crimean Tatar ñ, Uzbek ʻ, Azerbaijani ə, Kurmanji ê), so a text whose sample has at least `filter.min_non_turkish_letters` of them, and more
-than `filter.max_non_turkish_letter_fraction` of its characters, is not Turkish, whatever the detector says.
+(`filter.non_turkish_letters`: Turkmen ä ň ý ž, Crimean Tatar ñ, Uzbek ʻ, Azerbaijani ə, Kurmanji ê), so a
+text whose sample has at least `filter.min_non_turkish_letters` of them, and more than
+`filter.max_non_turkish_letter_fraction` of its characters, is not Turkish, whatever the detector says.
 The count keeps a foreign name quoted in Turkish ("Kärcher", "España", "Džeko") from sinking a short question.
 """
 from __future__ import annotations

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.cpus import usable_cpus
-from pipeline.decontaminate import Contamination, benchmark_texts
+from pipeline.decontaminate import Contamination, benchmark_texts, evaluation_files
 from pipeline.dedup import Deduplicator, band_hashes, digest, index_bytes, minhash
 from pipeline.disk import require_free
 from pipeline.errors import PipelineError
@@ -166,11 +166,11 @@ def examine_row_group(task: tuple[str, int]) -> Judged:
 
 def evaluation_ngrams(directories: list[Path], params: Params) -> Contamination:
     """N-grams of every text that may be evaluated on: rows the split will send to validation (known before
-    filtering, since the split is a function of source and id) and the local benchmark files."""
+    filtering, since the split is a function of source and id) and the local files the evaluate stage scores."""
     rules = params.filter
     contamination = Contamination(rules.decontamination_ngram)
-    for path in rules.decontamination_files:
-        for text in benchmark_texts(Path(path)):
+    for path, param in evaluation_files(params):
+        for text in benchmark_texts(path, param):
             contamination.add(text)
     for directory in directories:
         for shard in sorted(directory.glob("*.parquet")):
@@ -231,16 +231,22 @@ def run(params: Params) -> dict:
     index = index_bytes(sum(rows.values()), rules.near_dedup_threshold, rules.minhash_permutations,
                         rules.dedup_false_positive_rate)
     require_free(OUT.parent, inputs + index, "filter (data/prepared)", partial=OUT)
+    evaluation = [path for path, _ in evaluation_files(params)]
     fingerprint = {"filter": rules.model_dump(), "data": params.data.model_dump(), "code": code_digest(__file__),
-                   "inputs": [(str(s), s.stat().st_size, s.stat().st_mtime_ns) for _, s in shards]}
+                   "inputs": [(str(s), s.stat().st_size, s.stat().st_mtime_ns)
+                              for s in [shard for _, shard in shards] + evaluation]}
     report = {"sources": {d.name: {"read": 0, "kept_train": 0, "kept_validation": 0, "dropped": Counter()}
-                          for d in directories}, "totals": {}}
+                          for d in directories}, "decontamination": {}, "totals": {}}
     with resumable_dir(OUT, fingerprint) as work:
         state = work / STATE
         dedup = Deduplicator(rules.near_dedup_threshold, rules.minhash_permutations, sum(rows.values()),
                              state / "dedup", rules.dedup_false_positive_rate)
-        _WORKER.update(rules=rules, detector=TurkishDetector(rules),
-                       contamination=evaluation_ngrams(directories, params), banding=(dedup.bands, dedup.rows))
+        contamination = evaluation_ngrams(directories, params)
+        report["decontamination"] = {"files": [str(path) for path in evaluation],
+                                     "evaluation_texts": contamination.texts,
+                                     f"shorter_than_{rules.decontamination_ngram}_words": contamination.short}
+        _WORKER.update(rules=rules, detector=TurkishDetector(rules), contamination=contamination,
+                       banding=(dedup.bands, dedup.rows))
         workers = usable_cpus()
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             progress = tqdm(total=sum(rows.values()), desc="filter", unit=" rows", mininterval=5)
@@ -293,6 +299,11 @@ def data_table(report: dict) -> str:
         cells = [name, source["read"], source["kept_train"], source["kept_validation"]]
         cells += [source["dropped"].get(rule, 0) for rule in rules]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    decontamination = report["decontamination"]
+    short = next((count for key, count in decontamination.items() if key.startswith("shorter_than_")), 0)
+    lines += ["", f"Decontaminated against {decontamination['evaluation_texts']} evaluation texts (the validation "
+              f"split and {', '.join(decontamination['files']) or 'no local benchmark file'}); {short} of them are "
+              "shorter than the n-gram and cannot be matched."]
     return "\n".join(lines) + "\n"
 
 

@@ -101,6 +101,56 @@ def test_training_rows_sharing_13_words_with_evaluation_texts_are_dropped(workdi
     assert counts == {"decontamination": 1, "kept_train": 1}
 
 
+def test_the_local_lm_eval_tasks_evaluate_runs_are_decontaminated_against(workdir):
+    """Their data files are found from the task YAMLs (lm-eval's !function tags and all); tasks not run are not."""
+    (workdir / "tasks").mkdir()
+    (workdir / "bench").mkdir()
+    (workdir / "tasks" / "hikaye.yaml").write_text(
+        "task: tr_hikaye\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: bench/hikaye.jsonl\n"
+        "process_docs: !function utils.process_docs\n")
+    (workdir / "tasks" / "other.yaml").write_text(
+        "task: not_run\ndataset_path: json\ndataset_kwargs:\n  data_files: bench/other.jsonl\n")
+    (workdir / "bench" / "hikaye.jsonl").write_text(json.dumps({"passage": TURKISH_MORE, "answer": 1}) + "\n")
+    (workdir / "bench" / "other.jsonl").write_text(json.dumps({"passage": TURKISH}) + "\n")
+    rows = [{"id": "clean", "text": TURKISH},
+            {"id": "leaks-benchmark", "text": "Bir hikaye anlatayım. " + TURKISH_MORE + " Sonra uyuduk ve dinlendik."}]
+    path = workdir / "web.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    params = params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}]},
+                          "filter": {"validation_fraction": 0.01, "min_words": 5},
+                          "evaluate": {"lm_eval_tasks": ["tr_hikaye", "belebele_tur_Latn"],
+                                       "lm_eval_include_path": "tasks"}})
+    prepare.run(params)
+    contamination = filter_stage.evaluation_ngrams(filter_stage.source_dirs(params), params)
+    assert (contamination.texts, contamination.short) == (1, 0)
+    counts = Counter()
+    prepared = [dict(r, source="web", kind="text", messages=None, meta=None) for r in rows]
+    kept = list(filter_stage.filter_rows(prepared, params, TurkishDetector(params.filter),
+                                         deduplicator(workdir / "dedup"), contamination, counts))
+    assert [row["id"] for _, row in kept] == ["clean"] and counts["decontamination"] == 1
+
+
+def test_a_malformed_evaluation_file_stops_the_filter_naming_its_line(workdir):
+    benchmark = workdir / "benchmark.jsonl"
+    benchmark.write_text(json.dumps({"question": TURKISH_MORE}) + "\n{not json\n")
+    params = params_with({"data": {"sources": DEMO_SOURCES}, "filter": {"decontamination_files": [str(benchmark)]}})
+    prepare.run(params)
+    with pytest.raises(PipelineError, match=rf"{benchmark}:2: malformed JSON"):
+        filter_stage.run(params)
+    assert not (workdir / "data" / ".filtered.partial").exists()
+
+
+def test_the_filter_report_says_what_it_decontaminated_against(workdir):
+    benchmark = workdir / "benchmark.jsonl"
+    benchmark.write_text(json.dumps({"question": "Kısa bir soru mu?", "passage": TURKISH_MORE}) + "\n")
+    params = params_with({"data": {"sources": DEMO_SOURCES}, "filter": {"decontamination_files": [str(benchmark)],
+                                                                        "validation_fraction": 0.15}})
+    prepare.run(params)
+    report = filter_stage.run(params)["decontamination"]
+    assert report["files"] == [str(benchmark)] and report["shorter_than_13_words"] >= 1
+    assert f"and {benchmark}" in (workdir / "reports/data.md").read_text()
+
+
 def test_validation_rows_protect_themselves_from_training_copies(workdir):
     ids = [str(i) for i in range(40)]
     validation = next(i for i in ids if filter_stage.is_validation({"source": "web", "id": i}, 0.5))
