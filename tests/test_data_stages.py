@@ -59,6 +59,19 @@ def test_bad_rows_under_the_threshold_are_counted_and_skipped(workdir):
                                                          "shards": 1}
 
 
+def test_max_samples_keeps_the_first_rows_in_source_order(workdir):
+    path = workdir / "web.jsonl"
+    path.write_text("\n".join([json.dumps({"id": i, "text": TURKISH + f" {i}"}) for i in range(9)]))
+    source = {"name": "web", "path": str(path), "format": "text", "max_samples": 3}
+    report = prepare.run(params_with({"data": {"sources": [source]}}))
+    assert (report["sources"]["web"]["read"], report["sources"]["web"]["kept"]) == (3, 3)
+    import pyarrow.parquet as pq
+
+    ids = [row["id"] for shard in sorted((workdir / "data/prepared/web").glob("*.parquet"))
+           for row in pq.read_table(shard, columns=["id"]).to_pylist()]
+    assert ids == ["0", "1", "2"]
+
+
 def test_json_escaped_surrogates_are_counted_as_bad_rows_not_a_crash(workdir):
     # "\\ud800" is valid JSON but no text: Arrow cannot write it, so prepare must count the row, not crash
     path = workdir / "web.jsonl"

@@ -151,6 +151,36 @@ def test_a_glob_skips_folders_and_a_broken_parquet_file_is_named(tmp_path):
         list(records(Source(name="s", path=str(tmp_path / "*"), format="text"), 0))
 
 
+HUB_ROWS = {  # one row per format, in its Hub schema (../shared/reference/sources.md)
+    "text": {"text": TR, "id": "<urn:uuid:1>", "dump": "CC-MAIN-2024-10", "url": "https://ornek.com.tr/a",
+             "date": "2024-02-21T00:00:00Z", "language": "tur", "language_score": 0.99, "minhash_cluster_size": 3},
+    "oscar": oscar2301(),
+    "wikipedia": {"id": "12", "url": "https://tr.wikipedia.org/wiki/Ankara", "title": "Ankara", "text": TR},
+    "sharegpt": {"conversations": [{"from": "system", "value": "Yardımcı ol.", "weight": None},
+                                   {"from": "human", "value": "Başkent neresi?", "weight": None},
+                                   {"from": "gpt", "value": "Ankara.", "weight": 1.0}],
+                 "source": "airoboros2.2", "category": "orca", "id": None, "model": None},
+    "alpaca": {"talimat": "Özetle:", "giriş": TR, "çıktı": "Ankara başkenttir."},
+    "aya": {"inputs": "Başkent neresi?", "targets": "Ankara.", "language": "Turkish", "language_code": "tur",
+            "annotation_type": "original-annotations", "user_id": "u1"},
+    "messages": {"messages": [{"role": "user", "content": "Selam"}, {"role": "assistant", "content": "Merhaba!"}]},
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(HUB_ROWS))
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_each_adapter_reads_its_hub_schema_from_local_files(tmp_path, fmt, suffix):
+    """Through the file readers (parquet hands back Arrow's view of the nested fields), the same unified row."""
+    path = tmp_path / f"rows{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist([HUB_ROWS[fmt]]), path)
+    else:
+        path.write_text(json.dumps(HUB_ROWS[fmt], ensure_ascii=False) + "\n", encoding="utf-8")
+    source = Source(name="s", path=str(path), format=fmt)
+    [record] = list(records(source, 0))
+    assert to_row(source, record) == convert(fmt, HUB_ROWS[fmt])
+
+
 def test_missing_local_path_names_the_param(tmp_path):
     with pytest.raises(PipelineError, match=r"data.sources\[2\].path: no .json/.jsonl/.parquet file"):
         list(records(Source(name="s", path=str(tmp_path / "none.jsonl"), format="text"), 2))
