@@ -251,13 +251,19 @@ def read_local(path: Path) -> Iterator[Record]:
         except (pa.ArrowException, OSError) as exc:  # not parquet, or cut off: its rows cannot be told apart
             raise PipelineError(f"{path}: unreadable parquet after row {number}: {exc}") from None
     elif path.suffix == ".json" and _starts_with_array(path):
-        # A JSON array (OpenHermes-2.5 ships one); json has no streaming parser, so the file is read whole.
-        try:
-            rows = json.loads(path.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PipelineError(f"{path}: not a valid JSON array: {exc}") from None
-        for number, row in enumerate(rows, start=1):
-            yield Record(f"{path}:item {number}", row)
+        # A JSON array (OpenHermes-2.5 ships one of 1.94 GB): ijson parses it an item at a time, where json.loads
+        # would hold the whole file and all its objects in memory.
+        import ijson
+
+        number = 0
+        with path.open("rb") as handle:
+            try:
+                for row in ijson.items(handle, "item", use_float=True):
+                    number += 1
+                    yield Record(f"{path}:item {number}", row)
+            except (ijson.JSONError, UnicodeDecodeError) as exc:  # the items after it cannot be told apart
+                reason = str(exc).strip().splitlines()[0]  # yajl's message quotes the text around it on more lines
+                raise PipelineError(f"{path}: not a valid JSON array after item {number}: {reason}") from None
     else:
         yield from _json_lines(path)
 

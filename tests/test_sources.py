@@ -181,6 +181,18 @@ def test_each_adapter_reads_its_hub_schema_from_local_files(tmp_path, fmt, suffi
     assert to_row(source, record) == convert(fmt, HUB_ROWS[fmt])
 
 
+def test_a_json_array_is_read_an_item_at_a_time(tmp_path):
+    """OpenHermes-2.5 is one 1.94 GB JSON array: items come before the parser has seen the end of the file (a
+    broken tail shows it), and a broken array stops with one line naming the file and the last good item."""
+    path = tmp_path / "chats.json"
+    path.write_text(json.dumps([HUB_ROWS["sharegpt"]] * 2)[:-1] + ", {broken", encoding="utf-8")
+    stream = records(Source(name="s", path=str(path), format="sharegpt"), 0)
+    first = next(stream)
+    assert first.location == f"{path}:item 1" and to_row(Source(name="s", path=str(path), format="sharegpt"), first)
+    with pytest.raises(PipelineError, match=rf"^{path}: not a valid JSON array after item 2: [^\n]*$"):
+        list(stream)
+
+
 def test_missing_local_path_names_the_param(tmp_path):
     with pytest.raises(PipelineError, match=r"data.sources\[2\].path: no .json/.jsonl/.parquet file"):
         list(records(Source(name="s", path=str(tmp_path / "none.jsonl"), format="text"), 2))
