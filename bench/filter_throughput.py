@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import resource
@@ -82,15 +83,10 @@ def corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return [(label, document(label, rng, words)) for label in rng.choices(labels, weights, k=n)]
 
 
-def run_filter(docs: list[tuple[str, str]], directory: Path) -> dict:
-    """prepare, then filter in a fresh process of its own, for honest peak-memory figures (the stage's own
-    process and its largest worker)."""
-    source = directory / "web.jsonl"
-    with source.open("w", encoding="utf-8") as handle:
-        for i, (label, text) in enumerate(docs):
-            handle.write(json.dumps({"id": f"{label}-{i}", "text": text}, ensure_ascii=False) + "\n")
-    overlay = {"data": {"sources": [{"name": "web", "path": str(source), "format": "text"}]}}
-    (directory / "overlay.json").write_text(json.dumps(overlay))
+def run_filter(docs: list[tuple[str, str]], directory: Path, cpus: int | None = None) -> dict:
+    """prepare (once per directory), then filter in a fresh process of its own, for honest peak-memory figures
+    (the stage's own process and its largest worker), on the first `cpus` CPUs (an affinity mask, which the
+    stage's worker pool follows: pipeline.cpus) or on all."""
     setup = f"""
 import json, resource, time, sys, yaml
 sys.path.insert(0, {str(ROOT)!r})
@@ -100,8 +96,15 @@ from stages import prepare, filter as filter_stage
 raw = merged(yaml.safe_load(open({str(ROOT / 'params.yaml')!r})), json.load(open('overlay.json')))
 params = validate(raw, 'bench')
 """
-    subprocess.run([sys.executable, "-c", setup + "prepare.run(params)"], cwd=directory, check=True,
-                   capture_output=True)
+    if not (directory / "data" / "prepared").is_dir():
+        source = directory / "web.jsonl"
+        with source.open("w", encoding="utf-8") as handle:
+            for i, (label, text) in enumerate(docs):
+                handle.write(json.dumps({"id": f"{label}-{i}", "text": text}, ensure_ascii=False) + "\n")
+        overlay = {"data": {"sources": [{"name": "web", "path": str(source), "format": "text"}]}}
+        (directory / "overlay.json").write_text(json.dumps(overlay))
+        subprocess.run([sys.executable, "-c", setup + "prepare.run(params)"], cwd=directory, check=True,
+                       capture_output=True)
     code = setup + """
 cpu = lambda who: sum(getattr(resource.getrusage(who), f) for f in ('ru_utime', 'ru_stime'))  # noqa: E731
 cpu_before = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
@@ -114,7 +117,9 @@ print('RESULT ' + json.dumps({'seconds': seconds, 'report': report,
       'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       'peak_worker_rss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
-    output = subprocess.run([sys.executable, "-c", code], cwd=directory, capture_output=True, text=True)
+    pin = (lambda: os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cpus])) if cpus else None
+    output = subprocess.run([sys.executable, "-c", code], cwd=directory, capture_output=True, text=True,
+                            preexec_fn=pin)
     line = next((text for text in output.stdout.splitlines() if text.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(output.stderr[-3000:])
@@ -212,16 +217,37 @@ def run_language_id(docs: list[tuple[str, str]]) -> dict:
             max(sum(label.startswith("tr") for label, _ in docs), 1)}
 
 
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--naive-docs", type=int, default=2000)
+    parser.add_argument("--scaling", type=lambda text: [int(n) for n in text.split(",")], default=[],
+                        help="CPU counts to run the filter stage on besides all of them, e.g. 1,2,4,8")
+    parser.add_argument("--name", default="filter_throughput", help="bench/results/NAME.json")
     args = parser.parse_args()
     docs = corpus(args.docs)
     words = sum(len(text.split()) for _, text in docs) / len(docs)
     cores = usable_cpus()
+    scaling = []
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_filter(docs, Path(tmp))
+        for n in args.scaling:  # the same prepared data on fewer CPUs: does throughput grow with them?
+            run = run_filter(docs, Path(tmp), cpus=n)
+            cpu = run["cpu_seconds_stage_process"] + run["cpu_seconds_workers"]
+            scaling.append({"cpus": n, "docs_per_second": round(args.docs / run["seconds"]),
+                            "docs_per_second_per_cpu": round(args.docs / run["seconds"] / n),
+                            "cpu_microseconds_per_document": round(cpu / args.docs * 1e6, 1),
+                            "stage_process_microseconds_per_document":
+                                round(run["cpu_seconds_stage_process"] / args.docs * 1e6, 1),
+                            "kept": run["kept"]})
     ours["docs_per_second"] = args.docs / ours["seconds"]
     # CPU time per document, all processes: what a core's worth of throughput is made of, and the share of the
     # stage's own process, which every worker's output goes through (the part that does not scale with cores)
@@ -234,7 +260,7 @@ def main() -> None:
     language_id = run_language_id(docs[: args.naive_docs * 5])
     cost = cost_per_turkish_page(docs[: args.naive_docs])
     result = {
-        "machine": f"{platform.machine()}, {cores} cores, {platform.python_version()}",
+        "machine": f"{platform.machine()}, {cores} cores ({cpu_model()}), Python {platform.python_version()}",
         "docs": args.docs, "mean_words_per_doc": round(words, 1), "mix": dict(MIX),
         "filter_stage": {k: v for k, v in ours.items() if k != "report"} | {"drops": ours["report"]["sources"]["web"]},
         "peak_rss_mib_at_a_fifth_of_the_docs": {"docs": args.docs // 5, "stage": fifth["peak_rss_mib"],
@@ -246,8 +272,10 @@ def main() -> None:
         "speedup_total": round(ours["docs_per_second"] / naive["docs_per_second"], 2),
         "speedup_per_core": round(ours["docs_per_second"] / cores / naive["docs_per_second"], 2),
     }
+    if scaling:
+        result["scaling"] = scaling
     print(json.dumps(result, indent=2))
-    save("filter_throughput", result)
+    save(args.name, result)
 
 
 if __name__ == "__main__":
