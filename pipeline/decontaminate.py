@@ -139,7 +139,10 @@ class Contamination:
         self._shift = np.uint64(63)
 
     def add(self, text: str) -> None:
-        hashes = ngram_hashes(dedup_key(text), self.n)
+        self.add_ngrams(ngram_hashes(dedup_key(text), self.n))
+
+    def add_ngrams(self, hashes: np.ndarray) -> None:
+        """A text's `ngram_hashes` (of its dedup key, with this n), computed elsewhere (the filter's workers)."""
         self.texts += 1
         self.short += not len(hashes)
         self._parts.append(hashes)

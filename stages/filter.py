@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.cpus import usable_cpus
-from pipeline.decontaminate import Contamination, benchmark_texts, evaluation_files
+from pipeline.decontaminate import Contamination, benchmark_texts, evaluation_files, ngram_hashes
 from pipeline.dedup import Deduplicator, band_hashes, digest, index_bytes, minhash
 from pipeline.disk import require_free
 from pipeline.errors import PipelineError
@@ -164,23 +164,33 @@ def examine_row_group(task: tuple[str, int]) -> Judged:
     return examine(pq.ParquetFile(path).read_row_group(group).to_pylist(), **_WORKER)
 
 
-def evaluation_ngrams(directories: list[Path], params: Params) -> Contamination:
+def validation_ngrams(task: tuple[str, int, float, int]) -> list[np.ndarray]:
+    """The n-gram hashes of each row of one row group that the split sends to validation (in a worker)."""
+    path, group, fraction, n = task
+    parquet = pq.ParquetFile(path)
+    keys = parquet.read_row_group(group, columns=["source", "id"]).to_pylist()
+    chosen = [i for i, key in enumerate(keys) if is_validation(key, fraction)]
+    if not chosen:
+        return []
+    rows = parquet.read_row_group(group).take(chosen).to_pylist()
+    return [ngram_hashes(dedup_key(dedup_text(normalised(row))), n) for row in rows]
+
+
+def evaluation_ngrams(directories: list[Path], params: Params, pool=None) -> Contamination:
     """N-grams of every text that may be evaluated on: rows the split will send to validation (known before
-    filtering, since the split is a function of source and id) and the local files the evaluate stage scores."""
+    filtering, since the split is a function of source and id) and the local files the evaluate stage scores.
+    Finding the validation rows reads every row's id: on all cores, through `pool` when given."""
     rules = params.filter
     contamination = Contamination(rules.decontamination_ngram)
     for path, param in evaluation_files(params):
         for text in benchmark_texts(path, param):
             contamination.add(text)
-    for directory in directories:
-        for shard in sorted(directory.glob("*.parquet")):
-            parquet = pq.ParquetFile(shard)
-            for group in range(parquet.metadata.num_row_groups):  # a row group at a time: bounded memory
-                keys = parquet.read_row_group(group, columns=["source", "id"]).to_pylist()
-                chosen = [i for i, key in enumerate(keys) if is_validation(key, rules.validation_fraction)]
-                if chosen:
-                    for row in parquet.read_row_group(group).take(chosen).to_pylist():
-                        contamination.add(dedup_text(normalised(row)))
+    tasks = [(str(shard), group, rules.validation_fraction, rules.decontamination_ngram)
+             for directory in directories for shard in sorted(directory.glob("*.parquet"))
+             for group in range(pq.ParquetFile(shard).metadata.num_row_groups)]
+    for hashes in (pool.imap(validation_ngrams, tasks) if pool else map(validation_ngrams, tasks)):
+        for text_hashes in hashes:
+            contamination.add_ngrams(text_hashes)
     return contamination.freeze()
 
 
@@ -192,34 +202,45 @@ def source_dirs(params: Params) -> list[Path]:
     return sorted((p for p in IN.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, len(order)), p.name))
 
 
-def in_flight(pool, groups: list, window: int) -> Iterator[Judged]:
-    """Each row group's verdicts, in order, with at most `window` row groups given to the workers and not yet
-    taken back. Bounded, unlike imap (workers running ahead of this process would pile a whole shard of judged
-    rows up in memory), and without imap-per-window's stall (workers idle at every window's end while this
-    process checks and writes its last row group)."""
+def in_flight(pool, tasks: list, window: int) -> Iterator[tuple[tuple, Judged]]:
+    """Each task's row group's verdicts, in order, with at most `window` row groups given to the workers and
+    not yet taken back. Bounded, unlike imap (workers running ahead of this process would pile a whole shard of
+    judged rows up in memory), and without imap-per-window's stall (workers idle at every window's end while
+    this process checks and writes its last row group)."""
     pending: deque = deque()
-    for group in groups:
-        pending.append(pool.apply_async(examine_row_group, (group,)))
+    for task in tasks:
+        pending.append((task, pool.apply_async(examine_row_group, (task[:2],))))
         if len(pending) >= window:
-            yield pending.popleft().get()
+            task, result = pending.popleft()
+            yield task, result.get()
     while pending:
-        yield pending.popleft().get()
+        task, result = pending.popleft()
+        yield task, result.get()
 
 
-def filter_shard(index: int, path: Path, pool, pool_size: int, dedup: Deduplicator, work: Path, params: Params,
-                 progress: tqdm) -> Counter:
-    """Filter one prepared shard into work/{train,validation}/part-<index>-*.parquet; the counts of its rows."""
+def filter_shards(shards: list[tuple[int, Path]], pool, window: int, dedup: Deduplicator, work: Path,
+                  params: Params, progress: tqdm) -> Iterator[tuple[int, Counter]]:
+    """Filter prepared shards into work/{train,validation}/part-<index>-*.parquet, yielding each shard's index and
+    counts once its rows are written. The workers' queue runs on across shards: while the caller commits a
+    finished shard to the dedup index, they are already judging the next one's row groups (draining it at
+    every shard's end left them idle there, a large share of the time on many cores)."""
+    tasks = [(str(path), group, index) for index, path in shards
+             for group in range(pq.ParquetFile(path).metadata.num_row_groups)]
+    last_group = {index: pq.ParquetFile(path).metadata.num_row_groups - 1 for index, path in shards}
     counts: Counter = Counter()
-    groups = [(str(path), g) for g in range(pq.ParquetFile(path).metadata.num_row_groups)]
-    writers = {split: ShardWriter(work / split, params.data.shard_rows, stem=f"part-{index:05d}")
-               for split in ("train", "validation")}
-    for judged in in_flight(pool, groups, window=2 * pool_size):
+    writers: dict[str, ShardWriter] = {}
+    for (_, group, index), judged in in_flight(pool, tasks, window):
+        if not writers:
+            writers = {split: ShardWriter(work / split, params.data.shard_rows, stem=f"part-{index:05d}")
+                       for split in ("train", "validation")}
         for split, table in keep(judged, dedup, counts).items():
             writers[split].add_table(table)
         progress.update(len(judged.drops))
-    for writer in writers.values():
-        writer.close()
-    return counts
+        if group == last_group[index]:
+            for writer in writers.values():
+                writer.close()
+            yield index, counts
+            counts, writers = Counter(), {}
 
 
 def run(params: Params) -> dict:
@@ -241,38 +262,50 @@ def run(params: Params) -> dict:
         state = work / STATE
         dedup = Deduplicator(rules.near_dedup_threshold, rules.minhash_permutations, sum(rows.values()),
                              state / "dedup", rules.dedup_false_positive_rate)
-        contamination = evaluation_ngrams(directories, params)
+        workers = usable_cpus()
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers) as pool:  # forked before the language models are loaded: it needs none
+            contamination = evaluation_ngrams(directories, params, pool)
         report["decontamination"] = {"files": [str(path) for path in evaluation],
                                      "evaluation_texts": contamination.texts,
                                      f"shorter_than_{rules.decontamination_ngram}_words": contamination.short}
         _WORKER.update(rules=rules, detector=TurkishDetector(rules), contamination=contamination,
                        banding=(dedup.bands, dedup.rows))
-        workers = usable_cpus()
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            progress = tqdm(total=sum(rows.values()), desc="filter", unit=" rows", mininterval=5)
-            for index, (source, shard) in enumerate(shards):
-                marker, journal = state / f"done-{index:05d}.json", state / f"journal-{index:05d}.npz"
-                if marker.is_file():  # completed before a kill: its rows are in the output already
-                    done = json.loads(marker.read_text())
-                    progress.update(rows[shard])
+
+        def completed(index: int, source: str, shard: Path, done: dict) -> None:
+            """A shard's rows are written: into the dedup index (idempotent, so again after a kill), and counted."""
+            if not done["applied"]:
+                dedup.apply(state / f"journal-{index:05d}.npz")
+                write_json(state / f"done-{index:05d}.json", {**done, "applied": True})
+            source_report = report["sources"][source]
+            source_report["read"] += rows[shard]
+            for name, count in done["counts"].items():
+                if name.startswith("kept_"):
+                    source_report[name] += count
                 else:
-                    for stale in work.glob(f"*/part-{index:05d}-*.parquet"):  # a shard cut off by a kill
-                        stale.unlink()
-                    counts = filter_shard(index, shard, pool, workers, dedup, work, params, progress)
-                    dedup.commit(journal.with_suffix(".tmp"))
-                    journal.with_suffix(".tmp").rename(journal)
-                    done = {"counts": dict(counts), "applied": False}
-                    write_json(marker, done)
-                if not done["applied"]:
-                    dedup.apply(journal)
-                    write_json(marker, {**done, "applied": True})
-                source_report = report["sources"][source]
-                source_report["read"] += rows[shard]
-                for name, count in done["counts"].items():
-                    if name.startswith("kept_"):
-                        source_report[name] += count
-                    else:
-                        source_report["dropped"][name] += count
+                    source_report["dropped"][name] += count
+
+        progress = tqdm(total=sum(rows.values()), desc="filter", unit=" rows", mininterval=5)
+        todo = []
+        for index, (source, shard) in enumerate(shards):
+            marker = state / f"done-{index:05d}.json"
+            if marker.is_file():  # completed before a kill (always the first shards): its rows are written
+                completed(index, source, shard, json.loads(marker.read_text()))
+                progress.update(rows[shard])
+            elif rows[shard] == 0:  # no row group: nothing for the workers, nothing to write
+                completed(index, source, shard, {"counts": {}, "applied": True})
+            else:
+                for stale in work.glob(f"*/part-{index:05d}-*.parquet"):  # a shard cut off by a kill
+                    stale.unlink()
+                todo.append((index, shard))
+        with context.Pool(workers) as pool:
+            for index, counts in filter_shards(todo, pool, 2 * workers, dedup, work, params, progress):
+                journal = state / f"journal-{index:05d}.npz"
+                dedup.commit(journal.with_suffix(".tmp"))
+                journal.with_suffix(".tmp").rename(journal)
+                done = {"counts": dict(counts), "applied": False}
+                write_json(state / f"done-{index:05d}.json", done)
+                completed(index, *shards[index], done)
         progress.close()
         _WORKER.clear()
         for name, source_report in report["sources"].items():
