@@ -13,6 +13,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -131,10 +133,12 @@ def write_text(path: Path | str, text: str) -> None:
 class ShardWriter:
     """Rows in, parquet shards of at most `shard_rows` rows out (`<stem>-00000.parquet`, ...), written a row
     group at a time so memory stays bounded; a shard appears under its name only once it is complete.
-    `first_shard` continues the numbering of an interrupted run."""
+    `first_shard` continues the numbering of an interrupted run. `background`: parquet encoding and compression
+    run in a thread of their own (Arrow releases the GIL there), off the calling thread, which for the filter is
+    the one every worker's output goes through; at most two row groups wait for it."""
 
     def __init__(self, directory: Path, shard_rows: int, schema: pa.Schema = ROWS, stem: str = "part",
-                 first_shard: int = 0):
+                 first_shard: int = 0, background: bool = False):
         self.directory, self.shard_rows, self.schema, self.stem = Path(directory), shard_rows, schema, stem
         self.directory.mkdir(parents=True, exist_ok=True)
         self.buffer: list[dict] = []
@@ -143,6 +147,8 @@ class ShardWriter:
         self.writer: pq.ParquetWriter | None = None
         self.in_shard = 0
         self.shards = first_shard
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="shard-writer") if background else None
+        self._pending: deque = deque()  # the thread's row groups not yet written, in order
 
     def _path(self) -> Path:
         return self.directory / f"{self.stem}-{self.shards:05d}.parquet"
@@ -185,10 +191,17 @@ class ShardWriter:
     def _write(self, table: pa.Table) -> None:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self._path().with_suffix(".tmp"), self.schema, compression="zstd")
-        self.writer.write_table(table, row_group_size=ROW_GROUP)
+        if self._thread is None:
+            self.writer.write_table(table, row_group_size=ROW_GROUP)
+        else:
+            self._pending.append(self._thread.submit(self.writer.write_table, table, row_group_size=ROW_GROUP))
+            while len(self._pending) > 2:
+                self._pending.popleft().result()  # re-raises the thread's error here
         self.in_shard += table.num_rows
 
     def _close_shard(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
         self.writer.close()
         self._path().with_suffix(".tmp").rename(self._path())
         self.writer, self.in_shard = None, 0
@@ -200,3 +213,5 @@ class ShardWriter:
             self._write_tables(self.table_rows)
         if self.writer is not None:
             self._close_shard()
+        if self._thread is not None:
+            self._thread.shutdown()

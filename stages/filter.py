@@ -231,8 +231,8 @@ def filter_shards(shards: list[tuple[int, Path]], pool, window: int, dedup: Dedu
     writers: dict[str, ShardWriter] = {}
     for (_, group, index), judged in in_flight(pool, tasks, window):
         if not writers:
-            writers = {split: ShardWriter(work / split, params.data.shard_rows, stem=f"part-{index:05d}")
-                       for split in ("train", "validation")}
+            writers = {split: ShardWriter(work / split, params.data.shard_rows, stem=f"part-{index:05d}",
+                                          background=True) for split in ("train", "validation")}
         for split, table in keep(judged, dedup, counts).items():
             writers[split].add_table(table)
         progress.update(len(judged.drops))

@@ -40,7 +40,7 @@ def prepare_source(source: Source, index: int, work: Path, params: Params) -> di
     if not state["complete"]:
         if state["records"]:
             log.info("%s: resuming after %d records in %d shards", source.name, state["records"], state["shards"])
-        writer = ShardWriter(work / source.name, params.data.shard_rows, first_shard=state["shards"])
+        writer = ShardWriter(work / source.name, params.data.shard_rows, first_shard=state["shards"], background=True)
         position = state["records"]
         stream = records(source, index, start=position)
         for record in tqdm(stream, desc=f"prepare {source.name}", unit=" rows", mininterval=5, initial=position):

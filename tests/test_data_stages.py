@@ -239,7 +239,8 @@ def test_a_dropped_stream_keeps_the_partial_work_and_bad_input_does_not(workdir)
         assert not (workdir / "out").exists()
 
 
-def test_shard_writer_gathers_arrow_tables_into_row_groups_and_cuts_shards(tmp_path, monkeypatch):
+@pytest.mark.parametrize("background", [False, True])
+def test_shard_writer_gathers_arrow_tables_into_row_groups_and_cuts_shards(tmp_path, monkeypatch, background):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -248,7 +249,7 @@ def test_shard_writer_gathers_arrow_tables_into_row_groups_and_cuts_shards(tmp_p
 
     monkeypatch.setattr(outputs, "ROW_GROUP", 4)
     rows = [{"id": str(i), "source": "web", "kind": "text", "text": f"metin {i}"} for i in range(23)]
-    writer = ShardWriter(tmp_path, shard_rows=10, stem="part-00000")
+    writer = ShardWriter(tmp_path, shard_rows=10, stem="part-00000", background=background)
     writer.add(rows[0])  # a buffered row goes out before the tables that follow it
     for start in range(1, 23, 3):  # a few rows at a time, as the filter hands them over
         writer.add_table(pa.Table.from_pylist(rows[start : start + 3], schema=ROWS))
@@ -261,3 +262,16 @@ def test_shard_writer_gathers_arrow_tables_into_row_groups_and_cuts_shards(tmp_p
     assert groups == [[1, 4, 4, 1], [4, 4, 2], [3]]  # full row groups, not one per table of 3
     assert [r["id"] for p in shards for r in pq.read_table(p).to_pylist()] == [str(i) for i in range(23)]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_background_shard_writers_error_reaches_the_caller(tmp_path):
+    import pyarrow as pa
+
+    from pipeline.outputs import ShardWriter
+
+    writer = ShardWriter(tmp_path, shard_rows=10, background=True)
+    wrong = pa.table({"id": ["1"]})  # not the writer's schema: its thread fails to write it
+    writer.add_table(wrong)
+    with pytest.raises(ValueError, match="schema"):
+        writer.close()
+    assert not list(tmp_path.glob("*.parquet"))  # the shard never appeared under its name
