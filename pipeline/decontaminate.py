@@ -96,13 +96,10 @@ def lm_eval_task_files(include_path: str | None, tasks: list[str]) -> list[Path]
         config = yaml.load(config_file.read_text(encoding="utf-8"), Loader=_TaskLoader) or {}
         if not isinstance(config, dict) or config.get("task") not in tasks:
             continue
-        data_files = (config.get("dataset_kwargs") or {}).get("data_files") or []
-        if isinstance(data_files, dict):
-            data_files = list(data_files.values())
-        for entry in data_files if isinstance(data_files, list) else [data_files]:
-            for name in entry if isinstance(entry, list) else [entry]:
-                if isinstance(name, str) and Path(name).suffix in BENCHMARK_SUFFIXES and Path(name).is_file():
-                    found.append(Path(name))
+        # a name, a list of names, or a dict of split -> name(s): every string in it
+        for name in strings((config.get("dataset_kwargs") or {}).get("data_files")):
+            if Path(name).suffix in BENCHMARK_SUFFIXES and Path(name).is_file():
+                found.append(Path(name))
     return found
 
 

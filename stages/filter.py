@@ -176,13 +176,14 @@ def validation_ngrams(task: tuple[str, int, float, int]) -> list[np.ndarray]:
     return [ngram_hashes(dedup_key(dedup_text(normalised(row))), n) for row in rows]
 
 
-def evaluation_ngrams(directories: list[Path], params: Params, pool=None) -> Contamination:
+def evaluation_ngrams(directories: list[Path], params: Params, pool=None, files=None) -> Contamination:
     """N-grams of every text that may be evaluated on: rows the split will send to validation (known before
-    filtering, since the split is a function of source and id) and the local files the evaluate stage scores.
-    Finding the validation rows reads every row's id: on all cores, through `pool` when given."""
+    filtering, since the split is a function of source and id) and the local files the evaluate stage scores
+    (`files`, from `evaluation_files` when not given). Finding the validation rows reads every row's id: on all
+    cores, through `pool` when given."""
     rules = params.filter
     contamination = Contamination(rules.decontamination_ngram)
-    for path, param in evaluation_files(params):
+    for path, param in evaluation_files(params) if files is None else files:
         for text in benchmark_texts(path, param):
             contamination.add(text)
     tasks = [(str(shard), group, rules.validation_fraction, rules.decontamination_ngram)
@@ -224,9 +225,8 @@ def filter_shards(shards: list[tuple[int, Path]], pool, window: int, dedup: Dedu
     counts once its rows are written. The workers' queue runs on across shards: while the caller commits a
     finished shard to the dedup index, they are already judging the next one's row groups (draining it at
     every shard's end left them idle there, a large share of the time on many cores)."""
-    tasks = [(str(path), group, index) for index, path in shards
-             for group in range(pq.ParquetFile(path).metadata.num_row_groups)]
-    last_group = {index: pq.ParquetFile(path).metadata.num_row_groups - 1 for index, path in shards}
+    groups = {index: pq.ParquetFile(path).metadata.num_row_groups for index, path in shards}
+    tasks = [(str(path), group, index) for index, path in shards for group in range(groups[index])]
     counts: Counter = Counter()
     writers: dict[str, ShardWriter] = {}
     for (_, group, index), judged in in_flight(pool, tasks, window):
@@ -236,7 +236,7 @@ def filter_shards(shards: list[tuple[int, Path]], pool, window: int, dedup: Dedu
         for split, table in keep(judged, dedup, counts).items():
             writers[split].add_table(table)
         progress.update(len(judged.drops))
-        if group == last_group[index]:
+        if group == groups[index] - 1:
             for writer in writers.values():
                 writer.close()
             yield index, counts
@@ -252,10 +252,10 @@ def run(params: Params) -> dict:
     index = index_bytes(sum(rows.values()), rules.near_dedup_threshold, rules.minhash_permutations,
                         rules.dedup_false_positive_rate)
     require_free(OUT.parent, inputs + index, "filter (data/prepared)", partial=OUT)
-    evaluation = [path for path, _ in evaluation_files(params)]
+    evaluation = evaluation_files(params)
     fingerprint = {"filter": rules.model_dump(), "data": params.data.model_dump(), "code": code_digest(__file__),
                    "inputs": [(str(s), s.stat().st_size, s.stat().st_mtime_ns)
-                              for s in [shard for _, shard in shards] + evaluation]}
+                              for s in [shard for _, shard in shards] + [path for path, _ in evaluation]]}
     report = {"sources": {d.name: {"read": 0, "kept_train": 0, "kept_validation": 0, "dropped": Counter()}
                           for d in directories}, "decontamination": {}, "totals": {}}
     with resumable_dir(OUT, fingerprint) as work:
@@ -265,8 +265,8 @@ def run(params: Params) -> dict:
         workers = usable_cpus()
         context = multiprocessing.get_context("fork")
         with context.Pool(workers) as pool:  # forked before the language models are loaded: it needs none
-            contamination = evaluation_ngrams(directories, params, pool)
-        report["decontamination"] = {"files": [str(path) for path in evaluation],
+            contamination = evaluation_ngrams(directories, params, pool, evaluation)
+        report["decontamination"] = {"files": [str(path) for path, _ in evaluation],
                                      "evaluation_texts": contamination.texts,
                                      f"shorter_than_{rules.decontamination_ngram}_words": contamination.short}
         _WORKER.update(rules=rules, detector=TurkishDetector(rules), contamination=contamination,
@@ -292,8 +292,6 @@ def run(params: Params) -> dict:
             if marker.is_file():  # completed before a kill (always the first shards): its rows are written
                 completed(index, source, shard, json.loads(marker.read_text()))
                 progress.update(rows[shard])
-            elif rows[shard] == 0:  # no row group: nothing for the workers, nothing to write
-                completed(index, source, shard, {"counts": {}, "applied": True})
             else:
                 for stale in work.glob(f"*/part-{index:05d}-*.parquet"):  # a shard cut off by a kill
                     stale.unlink()
