@@ -217,6 +217,11 @@ def run_language_id(docs: list[tuple[str, str]]) -> dict:
             max(sum(label.startswith("tr") for label, _ in docs), 1)}
 
 
+def cpu_per_document(run: dict, docs: int) -> float:
+    """Microseconds of CPU a document took in all the stage's processes: a core's worth of throughput."""
+    return round((run["cpu_seconds_stage_process"] + run["cpu_seconds_workers"]) / docs * 1e6, 1)
+
+
 def cpu_model() -> str:
     try:
         return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -241,19 +246,18 @@ def main() -> None:
         ours = run_filter(docs, Path(tmp))
         for n in args.scaling:  # the same prepared data on fewer CPUs: does throughput grow with them?
             run = run_filter(docs, Path(tmp), cpus=n)
-            cpu = run["cpu_seconds_stage_process"] + run["cpu_seconds_workers"]
             scaling.append({"cpus": n, "docs_per_second": round(args.docs / run["seconds"]),
                             "docs_per_second_per_cpu": round(args.docs / run["seconds"] / n),
-                            "cpu_microseconds_per_document": round(cpu / args.docs * 1e6, 1),
+                            "cpu_microseconds_per_document": cpu_per_document(run, args.docs),
                             "stage_process_microseconds_per_document":
                                 round(run["cpu_seconds_stage_process"] / args.docs * 1e6, 1),
                             "kept": run["kept"]})
     ours["docs_per_second"] = args.docs / ours["seconds"]
     # CPU time per document, all processes: what a core's worth of throughput is made of, and the share of the
     # stage's own process, which every worker's output goes through (the part that does not scale with cores)
-    cpu = ours["cpu_seconds_stage_process"] + ours["cpu_seconds_workers"]
-    ours["cpu_microseconds_per_document"] = round(cpu / args.docs * 1e6, 1)
-    ours["stage_process_share_of_cpu"] = round(ours["cpu_seconds_stage_process"] / cpu, 3)
+    ours["cpu_microseconds_per_document"] = cpu_per_document(ours, args.docs)
+    ours["stage_process_share_of_cpu"] = round(
+        ours["cpu_seconds_stage_process"] / (ours["cpu_seconds_stage_process"] + ours["cpu_seconds_workers"]), 3)
     with tempfile.TemporaryDirectory() as tmp:  # memory must not grow with the corpus
         fifth = run_filter(docs[: args.docs // 5], Path(tmp))
     naive = run_naive(docs[: args.naive_docs])
