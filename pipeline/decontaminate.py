@@ -93,7 +93,11 @@ def lm_eval_task_files(include_path: str | None, tasks: list[str]) -> list[Path]
         return []
     found = []
     for config_file in sorted(Path(include_path).rglob("*.yaml")):
-        config = yaml.load(config_file.read_text(encoding="utf-8"), Loader=_TaskLoader) or {}
+        try:
+            config = yaml.load(config_file.read_text(encoding="utf-8"), Loader=_TaskLoader) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise PipelineError(f"{config_file}: not a readable lm-eval task YAML ({reason})") from None
         if not isinstance(config, dict) or config.get("task") not in tasks:
             continue
         # a name, a list of names, or a dict of split -> name(s): every string in it

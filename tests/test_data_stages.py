@@ -143,6 +143,17 @@ def test_the_local_lm_eval_tasks_evaluate_runs_are_decontaminated_against(workdi
     assert [row["id"] for _, row in kept] == ["clean"] and counts["decontamination"] == 1
 
 
+def test_a_broken_lm_eval_task_yaml_stops_the_filter_naming_it(workdir):
+    (workdir / "tasks").mkdir()
+    (workdir / "tasks" / "broken.yaml").write_text("task: [unclosed\n")
+    params = params_with({"data": {"sources": DEMO_SOURCES},
+                          "evaluate": {"lm_eval_tasks": ["x"], "lm_eval_include_path": "tasks"}})
+    prepare.run(params)
+    with pytest.raises(PipelineError, match=r"tasks/broken.yaml: not a readable lm-eval task YAML \([^\n]*\)$"):
+        filter_stage.run(params)
+    assert not (workdir / "data" / ".filtered.partial").exists()
+
+
 def test_a_malformed_evaluation_file_stops_the_filter_naming_its_line(workdir):
     benchmark = workdir / "benchmark.jsonl"
     benchmark.write_text(json.dumps({"question": TURKISH_MORE}) + "\n{not json\n")
