@@ -17,8 +17,10 @@ def normalise(text: str) -> str:
 
 def turkish_casefold(text: str) -> str:
     # str.lower() maps "I" to "i" and "İ" to "i̇" (with a combining dot); Turkish pairs are I/ı and İ/i.
+    # Final sigma is σ, as in str.casefold(): lower() writes ς at a word's end, the one mapping that depends on
+    # its neighbours; without it folding goes code point by code point (pipeline.wordscan relies on that).
     # (str.replace, not str.translate: translate with a mapping was the filter's slowest call.)
-    return text.replace("I", "ı").replace("İ", "i").lower()
+    return text.replace("I", "ı").replace("İ", "i").lower().replace("ς", "σ")
 
 
 def words(text: str) -> list[str]:
