@@ -155,14 +155,16 @@ def run_naive(docs: list[tuple[str, str]]) -> dict:
 
 def cost_per_turkish_page(docs: list[tuple[str, str]]) -> dict:
     """Where a worker's time goes on a Turkish page: the steps of stages.filter.examine in its order, each timed
-    on each page, in one process (so a step that reuses what an earlier one computed, as MinHash reuses the
-    rules' n-gram hashes, is charged only for its own work); best of three passes, microseconds per page."""
+    on each page, in one process (so a step that reuses what an earlier one computed, as MinHash and
+    decontamination reuse the words step's n-gram hashes, is charged only for its own work); best of three
+    passes, microseconds per page."""
     from pipeline.decontaminate import Contamination
     from pipeline.dedup import band_hashes, banding, digest, minhash
     from pipeline.language import TurkishDetector
     from pipeline.params import load
     from pipeline.quality import failed_rule
-    from pipeline.text import normalise, turkish_casefold, words
+    from pipeline.text import normalise
+    from pipeline.wordscan import scan
 
     rules = load(ROOT / "params.yaml").filter
     detector = TurkishDetector(rules)
@@ -176,12 +178,11 @@ def cost_per_turkish_page(docs: list[tuple[str, str]]) -> dict:
     steps = {
         "normalise": lambda page: state.update(text=normalise(page)),
         "language_id": lambda page: detector.confidence(state["text"]),
-        "words": lambda page: state.update(tokens=(tokens := words(turkish_casefold(state["text"]))),
-                                           key=" ".join(tokens)),
-        "quality_rules": lambda page: failed_rule(state["text"], rules, state["tokens"], state["key"]),
-        "decontamination": lambda page: contamination.contaminated(state["key"]),
-        "minhash": lambda page: (band_hashes(minhash(state["key"], rules.minhash_permutations), *bands),
-                                 digest(state["key"])),
+        "words": lambda page: state.update(scanned=scan(state["text"], rules.decontamination_ngram)),
+        "quality_rules": lambda page: failed_rule(state["text"], rules, state["scanned"]),
+        "decontamination": lambda page: contamination.contaminated(state["scanned"].ngrams),
+        "minhash": lambda page: (band_hashes(minhash(state["scanned"].shingles, rules.minhash_permutations), *bands),
+                                 digest(state["scanned"].key)),
     }
     best = {name: float("inf") for name in steps}
     for _ in range(3):

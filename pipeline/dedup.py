@@ -24,61 +24,8 @@ from pybloomfilter import BloomFilter
 
 from pipeline.errors import PipelineError
 
-SHINGLE_WORDS = 5
 SEED = 1
 SCHEME = "affine32"
-
-# Shingles are hashed as substrings of the key's UTF-8 bytes with a polynomial hash modulo 2**64: one prefix
-# sum per document gives every n-gram's hash in a few vectorised numpy operations. Written by hand because
-# hashing each n-gram (or each word) in Python was the filter's largest cost. BASE is odd, so it has an
-# inverse modulo 2**64, which shifts every substring's hash to position 0; deterministic in every process.
-BASE = 0x100000001B3
-_powers = np.ones(1, dtype=np.uint64)
-_inverse_powers = np.ones(1, dtype=np.uint64)
-
-
-def _power_table(base: int, size: int) -> np.ndarray:
-    table = np.empty(size, dtype=np.uint64)
-    table[0] = 1
-    filled = 1
-    with np.errstate(over="ignore"):  # wrapping modulo 2**64 is the point
-        while filled < size:
-            step = min(filled, size - filled)
-            table[filled : filled + step] = table[:step] * np.uint64(pow(base, filled, 2**64))
-            filled += step
-    return table
-
-
-def _tables(size: int) -> tuple[np.ndarray, np.ndarray]:
-    global _powers, _inverse_powers
-    if len(_powers) < size:
-        size = 1 << (size - 1).bit_length()
-        _powers, _inverse_powers = _power_table(BASE, size), _power_table(pow(BASE, -1, 2**64), size)
-    return _powers, _inverse_powers
-
-
-@lru_cache(maxsize=2)  # dedup and decontamination ask for the same document one after the other
-def _prefix_hashes(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Prefix hashes of the key's bytes, and the byte offsets where its words start and end."""
-    # surrogatepass: a benchmark file's JSON may escape an unpaired surrogate; training rows never hold one
-    data = np.frombuffer(key.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    powers, _ = _tables(len(data) + 1)
-    prefix = np.zeros(len(data) + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        np.cumsum(data * powers[: len(data)], out=prefix[1:])
-    spaces = np.flatnonzero(data == 32)
-    return prefix, np.concatenate(([0], spaces + 1)), np.concatenate((spaces, [len(data)]))
-
-
-def shingle_hashes(key: str, n: int) -> np.ndarray:
-    """64-bit hashes of the word n-grams of a dedup key (words joined by single spaces); documents shorter
-    than n words give one hash of all their words."""
-    prefix, starts, ends = _prefix_hashes(key)
-    width = min(n, len(starts))
-    first, last = starts[: len(starts) - width + 1], ends[width - 1 :]
-    _, inverse_powers = _tables(len(prefix))
-    with np.errstate(over="ignore"):
-        return (prefix[last] - prefix[first]) * inverse_powers[first]
 
 
 def _upper_halves(shingles: np.ndarray) -> np.ndarray:
@@ -92,18 +39,20 @@ def _sketch(permutations: int) -> MinHash:
     return MinHash(num_perm=permutations, seed=SEED, hashfunc=_upper_halves, scheme=SCHEME)
 
 
-def minhash(key: str, permutations: int) -> np.ndarray:
-    """The hash values of datasketch's MinHash of the key's 5-word shingles. The whole array goes in as one
-    'value' whose hash function returns every shingle's hash (update_batch flattens it): fed one value at a
-    time, datasketch spent more time in its Python loop than in the permutations."""
+def minhash(shingles: np.ndarray, permutations: int) -> np.ndarray:
+    """The hash values of datasketch's MinHash of a text's shingles (their 64-bit hashes: pipeline.wordscan).
+    The whole array goes in as one 'value' whose hash function returns every shingle's hash (update_batch
+    flattens it): fed one value at a time, datasketch spent more time in its Python loop than in the
+    permutations."""
     sketch = _sketch(permutations)
     sketch.clear()
-    sketch.update_batch([shingle_hashes(key, SHINGLE_WORDS)])
+    sketch.update_batch([shingles])
     return sketch.digest()
 
 
-def digest(key: str) -> bytes:
-    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+def digest(key: bytes) -> bytes:
+    """The exact-dedup key of a text: a hash of its dedup key's UTF-8 (pipeline.wordscan.Scan.key)."""
+    return hashlib.blake2b(key, digest_size=16).digest()
 
 
 # One odd 64-bit multiplier per signature position (fixed seed: the same keys in every process and run).

@@ -36,7 +36,8 @@ from pipeline.language import TurkishDetector
 from pipeline.outputs import ROW_GROUP, ROWS, STATE, ShardWriter, code_digest, resumable_dir, write_json, write_text
 from pipeline.params import Filter, Params
 from pipeline.quality import failed_chat_rule, failed_rule
-from pipeline.text import dedup_key, normalise, turkish_casefold, words
+from pipeline.text import normalise
+from pipeline.wordscan import scan
 
 IN = Path("data/prepared")
 OUT = Path("data/filtered")
@@ -112,20 +113,19 @@ def examine(rows: list[dict], rules: Filter, detector: TurkishDetector, contamin
 
 
 def examine_turkish(row: dict, rules: Filter, contamination: Contamination, banding: tuple[int, int]) -> Verdict:
+    # one pass over the words gives what the rules, decontamination and dedup need of them
+    scanned = scan(dedup_text(row), rules.decontamination_ngram)
     if row["kind"] == "text":
-        tokens = words(turkish_casefold(row["text"]))
-        key = " ".join(tokens)  # = dedup_key(text), from the words the rules need anyway
-        rule = failed_rule(row["text"], rules, tokens, key)
+        rule = failed_rule(row["text"], rules, scanned)
     else:
         rule = failed_chat_rule(row["messages"], rules)
-        key = dedup_key(dedup_text(row))
     if rule:
         return Verdict(rule)
     split = "validation" if is_validation(row, rules.validation_fraction) else "train"
-    if split == "train" and contamination.contaminated(key):
+    if split == "train" and contamination.contaminated(scanned.ngrams):
         return Verdict("decontamination")
-    signature = minhash(key, rules.minhash_permutations)
-    return Verdict(None, split, digest(key), band_hashes(signature, *banding))
+    signature = minhash(scanned.shingles, rules.minhash_permutations)
+    return Verdict(None, split, digest(scanned.key), band_hashes(signature, *banding))
 
 
 def keep(judged: Judged, dedup: Deduplicator, counts: Counter) -> dict[str, pa.Table]:
@@ -173,23 +173,30 @@ def validation_ngrams(task: tuple[str, int, float, int]) -> list[np.ndarray]:
     if not chosen:
         return []
     rows = parquet.read_row_group(group).take(chosen).to_pylist()
-    return [ngram_hashes(dedup_key(dedup_text(normalised(row))), n) for row in rows]
+    return [ngram_hashes(dedup_text(row), n) for row in rows]
 
 
-def evaluation_ngrams(directories: list[Path], params: Params, pool=None, files=None) -> Contamination:
+def validation_tasks(directories: list[Path], rules: Filter) -> list[tuple[str, int, float, int]]:
+    """One `validation_ngrams` task per row group of the prepared shards."""
+    return [(str(shard), group, rules.validation_fraction, rules.decontamination_ngram)
+            for directory in directories for shard in sorted(directory.glob("*.parquet"))
+            for group in range(pq.ParquetFile(shard).metadata.num_row_groups)]
+
+
+def evaluation_ngrams(directories: list[Path], params: Params, files=None, validation=None) -> Contamination:
     """N-grams of every text that may be evaluated on: rows the split will send to validation (known before
     filtering, since the split is a function of source and id) and the local files the evaluate stage scores
-    (`files`, from `evaluation_files` when not given). Finding the validation rows reads every row's id: on all
-    cores, through `pool` when given."""
+    (`files`, from `evaluation_files` when not given). Finding the validation rows reads every row's id:
+    `validation` is `validation_ngrams` of each of `validation_tasks` when computed elsewhere (the stage's pool),
+    else they are computed here."""
     rules = params.filter
     contamination = Contamination(rules.decontamination_ngram)
     for path, param in evaluation_files(params) if files is None else files:
         for text in benchmark_texts(path, param):
             contamination.add(text)
-    tasks = [(str(shard), group, rules.validation_fraction, rules.decontamination_ngram)
-             for directory in directories for shard in sorted(directory.glob("*.parquet"))
-             for group in range(pq.ParquetFile(shard).metadata.num_row_groups)]
-    for hashes in (pool.imap(validation_ngrams, tasks) if pool else map(validation_ngrams, tasks)):
+    if validation is None:
+        validation = map(validation_ngrams, validation_tasks(directories, rules))
+    for hashes in validation:
         for text_hashes in hashes:
             contamination.add_ngrams(text_hashes)
     return contamination.freeze()
@@ -263,14 +270,16 @@ def run(params: Params) -> dict:
         dedup = Deduplicator(rules.near_dedup_threshold, rules.minhash_permutations, sum(rows.values()),
                              state / "dedup", rules.dedup_false_positive_rate)
         workers = usable_cpus()
+        scan("", rules.decontamination_ngram)  # numba loads (or compiles) it and its tables once, before workers fork
         context = multiprocessing.get_context("fork")
         with context.Pool(workers) as pool:  # forked before the language models are loaded: it needs none
-            contamination = evaluation_ngrams(directories, params, pool, evaluation)
+            validation = pool.imap(validation_ngrams, validation_tasks(directories, rules))
+            contamination = evaluation_ngrams(directories, params, evaluation, validation)
+        detector = TurkishDetector(rules)
         report["decontamination"] = {"files": [str(path) for path, _ in evaluation],
                                      "evaluation_texts": contamination.texts,
                                      f"shorter_than_{rules.decontamination_ngram}_words": contamination.short}
-        _WORKER.update(rules=rules, detector=TurkishDetector(rules), contamination=contamination,
-                       banding=(dedup.bands, dedup.rows))
+        _WORKER.update(rules=rules, detector=detector, contamination=contamination, banding=(dedup.bands, dedup.rows))
 
         def completed(index: int, source: str, shard: Path, done: dict) -> None:
             """A shard's rows are written: into the dedup index (idempotent, so again after a kill), and counted."""

@@ -1,11 +1,12 @@
 """Language ID, quality rules, dedup and the filter stage's split, on texts written for these tests."""
 import pytest
 
-from pipeline.decontaminate import Contamination
+from pipeline.decontaminate import Contamination, ngram_hashes
 from pipeline.dedup import Deduplicator, band_hashes, digest, minhash
 from pipeline.language import TurkishDetector
-from pipeline.quality import SYMBOL, character_counts, failed_chat_rule, failed_rule
+from pipeline.quality import failed_chat_rule, failed_rule
 from pipeline.text import dedup_key, normalise, turkish_casefold
+from pipeline.wordscan import SYMBOL, scan
 from stages.filter import filter_rows, is_validation
 
 TURKISH = ("Dün akşam arkadaşlarımla birlikte sahilde uzun bir yürüyüş yaptık. Hava serindi ama deniz çok "
@@ -37,21 +38,20 @@ def deduplicator(directory, capacity=1000) -> Deduplicator:
 
 
 def check(dedup: Deduplicator, text: str) -> str | None:
-    key = dedup_key(text)
-    return dedup.check(digest(key), band_hashes(minhash(key, 128), dedup.bands, dedup.rows))
+    scanned = scan(normalise(text), 13)
+    return dedup.check(digest(scanned.key), band_hashes(minhash(scanned.shingles, 128), dedup.bands, dedup.rows))
 
 
 def test_minhash_is_datasketchs_over_the_shingle_hashes():
     import numpy as np
     from datasketch import MinHash
 
-    from pipeline.dedup import shingle_hashes
-
-    key = dedup_key(TURKISH)
+    shingles = scan(TURKISH, 13).shingles
     reference = MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
-    reference.update_batch((shingle_hashes(key, 5) >> np.uint64(32)).tolist())
-    assert (minhash(key, 128) == reference.hashvalues).all()
-    assert (minhash(dedup_key(TURKISH_MORE), 128) != reference.hashvalues).any()  # the reused sketch was cleared
+    reference.update_batch((shingles >> np.uint64(32)).tolist())
+    assert (minhash(shingles, 128) == reference.hashvalues).all()
+    other = scan(TURKISH_MORE, 13).shingles
+    assert (minhash(other, 128) != reference.hashvalues).any()  # the reused sketch was cleared
 
 
 def test_band_keys_of_distinct_signatures_do_not_collide():
@@ -119,6 +119,7 @@ def test_unknown_candidate_language_names_the_param():
 
 def test_turkish_case_folding_and_nfc():
     assert turkish_casefold("IĞDIR İZMİR") == "ığdır izmir"
+    assert turkish_casefold("ΟΔΟΣ ΣΟΦΙΑ") == "οδοσ σοφια"  # final sigma as str.casefold has it, not lower()'s ς
     assert "İ".lower() != "i"  # why str.lower is not enough
     decomposed = "S\u0327eker"  # S + combining cedilla
     assert normalise(decomposed) == "Şeker"
@@ -145,8 +146,8 @@ def test_each_quality_rule_drops_its_case(params, text, rule):
 
 
 def test_character_counts_match_their_plain_definitions():
-    """The byte-level shortcut (pipeline.quality.character_counts) counts what the plain definitions count, on
-    random text from ASCII, Turkish and other letters, combining marks, symbols, emoji and stray surrogates."""
+    """The compiled scan counts what the plain definitions count, on random text from ASCII, Turkish and other
+    letters, combining marks, symbols, emoji and stray surrogates."""
     import random
 
     rng = random.Random(0)
@@ -155,7 +156,87 @@ def test_character_counts_match_their_plain_definitions():
     for _ in range(3000):
         text = "".join(rng.choices(alphabet, k=rng.randint(0, 80)))
         visible = max(len(text) - sum(map(text.count, " \n\t")), 1)
-        assert character_counts(text) == (visible, len(SYMBOL.findall(text)), sum(map(text.count, "0123456789")))
+        expected = (visible, len(SYMBOL.findall(text)), sum(map(text.count, "0123456789")))
+        scanned = scan(text, 13)
+        assert (scanned.visible, scanned.symbols, scanned.digits) == expected, repr(text)
+
+
+def test_folding_keeps_every_character_in_its_class():
+    """Why the scan may fold a text one code point at a time and judge its words by the unfolded characters:
+    Turkish case folding maps each code point to one code point of the same class (space, stripped punctuation,
+    symbol, digit), over all of Unicode; and the tables say what str.isspace, PUNCTUATION, SYMBOL and
+    turkish_casefold say."""
+    import sys
+
+    from pipeline.text import PUNCTUATION
+    from pipeline.wordscan import SPACE, STRIPPED, SYMBOLIC, tables
+
+    table, folds = tables()
+
+    def kind(character: str) -> int:
+        return (SPACE * character.isspace() + STRIPPED * (character in PUNCTUATION)
+                + SYMBOLIC * (SYMBOL.fullmatch(character) is not None))
+
+    for code in range(sys.maxunicode + 1):
+        character = chr(code)
+        assert table[code] == kind(character), hex(code)
+        folded = turkish_casefold(character)
+        assert folds[code] == ord(folded), hex(code)
+        assert len(folded) == 1 and kind(folded) == kind(character)
+        assert (folded in "0123456789") == (character in "0123456789")
+
+
+def _scan_by_definition(text: str, n: int) -> tuple:
+    """What pipeline.wordscan.scan computes, in plain Python: pipeline.text.words of the Turkish-folded text,
+    Counter's most common bigram (first seen on ties), the polynomial hash of each n-gram's UTF-8 and the
+    character counts."""
+    from collections import Counter
+
+    from pipeline.text import words
+    from pipeline.wordscan import BASE, SHINGLE_WORDS
+
+    def polynomial(gram: list[str]) -> int:
+        return sum(byte * pow(BASE, k, 2**64) for k, byte in enumerate(" ".join(gram).encode("utf-8", "surrogatepass")))
+
+    def hashes(width: int) -> list[int]:
+        return [polynomial(tokens[i : i + width]) % 2**64 for i in range(len(tokens) - width + 1)]
+
+    tokens = words(turkish_casefold(text))
+    top = 0
+    if len(tokens) >= 4:
+        (first, second), count = Counter(zip(tokens, tokens[1:])).most_common(1)[0]
+        top = count * (len(first) + len(second))
+    shingles = hashes(min(SHINGLE_WORDS, len(tokens))) if tokens else [0]
+    counts = (max(len(text) - sum(map(text.count, " \n\t")), 1), len(SYMBOL.findall(text)),
+              sum(map(text.count, "0123456789")))
+    return (" ".join(tokens).encode("utf-8", "surrogatepass"), len(tokens), sum(map(len, tokens)), top, *counts,
+            shingles, hashes(n) if len(tokens) >= n else [])
+
+
+def test_word_scan_matches_its_plain_definition():
+    """The compiled scan splits, strips, counts and hashes exactly as the plain Python it replaced: on random
+    Unicode (every character str.split() separates at, every stripped punctuation mark, 2- to 4-byte letters,
+    stray surrogates) and on runs of a few repeated words (bigram counts and their ties)."""
+    import random
+    import sys
+
+    from pipeline.text import PUNCTUATION
+
+    rng = random.Random(0)
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    letters = [chr(c) for c in [*range(0x41, 0x7B), *range(0xC0, 0x250), *range(0x370, 0x3FF), 0x0800, 0x1680,
+                                0x2E80, 0xD800, 0xDFFF, 0xFFFF, *range(0x1F600, 0x1F610), 0x10FFFF]]
+    alphabet = spaces + list(PUNCTUATION) + letters + list("ğüşıöç0123456789") * 5
+    vocabulary = ["bir", "iki", "üç", "dört", "«beş»", "altı,", "Iğdır", "İZMİR", "şeker..."]
+    cases = ["", " ", "...", "a", "a b c d", "a b a b a b"]
+    cases += ["".join(rng.choices(alphabet, k=rng.randint(0, 60))) for _ in range(2000)]
+    cases += [" ".join(rng.choices(vocabulary[: rng.randint(1, 9)], k=rng.randint(0, 30))) for _ in range(2000)]
+    for text in cases:
+        for n in (1, 3, 13):
+            scanned = scan(text, n)
+            expected = _scan_by_definition(text, n)
+            got = (*scanned[:-2], scanned.shingles.tolist(), scanned.ngrams.tolist())
+            assert got == expected, repr(text)
 
 
 def test_clean_turkish_passes_every_rule(params):
@@ -275,17 +356,17 @@ def test_decontamination_screen_never_hides_an_evaluation_ngram():
     for text in texts[:250]:
         contamination.add(text)
     contamination.freeze()
-    assert all(contamination.contaminated(dedup_key(text)) for text in texts[:250])
+    assert all(contamination.contaminated(ngram_hashes(text, 13)) for text in texts[:250])
     windows = [" ".join(text.split()[start : start + 13]) for text in texts[:250] for start in (0, 20, 47)]
-    assert all(contamination.contaminated(dedup_key(f"önce {window} sonra")) for window in windows)
-    assert not any(contamination.contaminated(dedup_key(text)) for text in texts[250:])
+    assert all(contamination.contaminated(ngram_hashes(f"önce {window} sonra", 13)) for window in windows)
+    assert not any(contamination.contaminated(ngram_hashes(text, 13)) for text in texts[250:])
 
 
 def test_an_evaluation_text_with_a_json_escaped_surrogate_is_still_screened():
     question = "Soru: " + TURKISH_MORE + " \ud800"  # what json.loads makes of a "\\ud800" escape in a benchmark file
     contamination = Contamination(13)
     contamination.add(question)
-    assert contamination.freeze().contaminated(dedup_key(TURKISH_MORE))
+    assert contamination.freeze().contaminated(ngram_hashes(TURKISH_MORE, 13))
 
 
 def test_boilerplate_markers_match_however_they_are_written(params):
@@ -298,6 +379,22 @@ def test_boilerplate_markers_match_however_they_are_written(params):
     turns = [{"role": "user", "content": "Merhaba"},
              {"role": "assistant", "content": TURKISH + " TÜM HAKLARI\nsaklıdır!"}]
     assert failed_chat_rule(turns, rules) == "boilerplate"  # chats match the same folded form
+
+
+def test_the_compiled_marker_search_finds_what_substring_search_finds():
+    """pipeline.quality._boilerplate (one compiled pass, candidates by their first two bytes) against `in`, on
+    random keys and markers: markers at the very start and end, sharing prefixes, starting with 2-byte letters."""
+    import random
+
+    from pipeline.quality import _boilerplate
+
+    rng = random.Random(0)
+    pieces = ["ç", "çe", "çer", "ez", "en", "abc", "ab", " ", "ı", "ş", "z"]
+    for _ in range(3000):
+        key = "".join(rng.choices(pieces, k=rng.randint(0, 12))).encode("utf-8")
+        markers = ["".join(rng.choices(pieces, k=rng.randint(1, 3))) for _ in range(rng.randint(0, 4))]
+        markers = [marker for marker in markers if len(marker.encode("utf-8")) >= 2]
+        assert _boilerplate(key, markers) == any(marker.encode("utf-8") in key for marker in markers), (key, markers)
 
 
 def test_default_markers_drop_notices_not_topics(params):
