@@ -270,12 +270,16 @@ def run(params: Params) -> dict:
         dedup = Deduplicator(rules.near_dedup_threshold, rules.minhash_permutations, sum(rows.values()),
                              state / "dedup", rules.dedup_false_positive_rate)
         workers = usable_cpus()
-        scan("", rules.decontamination_ngram)  # numba loads (or compiles) it and its tables once, before workers fork
+        # once here, not in every worker the pools fork: numba loads (or compiles) the scan and its tables, and
+        # pyarrow imports pandas at its first conversion of Python objects (0.2 s of CPU, in each worker before)
+        scan("", rules.decontamination_ngram)
+        pa.array([])
         context = multiprocessing.get_context("fork")
         with context.Pool(workers) as pool:  # forked before the language models are loaded: it needs none
+            # the workers look for the validation rows while lingua loads its models here (on threads of its own)
             validation = pool.imap(validation_ngrams, validation_tasks(directories, rules))
+            detector = TurkishDetector(rules)
             contamination = evaluation_ngrams(directories, params, evaluation, validation)
-        detector = TurkishDetector(rules)
         report["decontamination"] = {"files": [str(path) for path, _ in evaluation],
                                      "evaluation_texts": contamination.texts,
                                      f"shorter_than_{rules.decontamination_ngram}_words": contamination.short}
