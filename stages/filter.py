@@ -271,15 +271,14 @@ def run(params: Params) -> dict:
                              state / "dedup", rules.dedup_false_positive_rate)
         workers = usable_cpus()
         # once here, not in every worker the pools fork: numba loads (or compiles) the scan and its tables, and
-        # pyarrow imports pandas at its first conversion of Python objects (0.2 s of CPU, in each worker before)
+        # pyarrow imports pandas at its first conversion of Python objects (0.2 s of CPU in each worker)
         scan("", rules.decontamination_ngram)
         pa.array([])
         context = multiprocessing.get_context("fork")
         with context.Pool(workers) as pool:  # forked before the language models are loaded: it needs none
-            # the workers look for the validation rows while lingua loads its models here (on threads of its own)
-            validation = pool.imap(validation_ngrams, validation_tasks(directories, rules))
-            detector = TurkishDetector(rules)
-            contamination = evaluation_ngrams(directories, params, evaluation, validation)
+            contamination = evaluation_ngrams(directories, params, evaluation,
+                                              pool.imap(validation_ngrams, validation_tasks(directories, rules)))
+        detector = TurkishDetector(rules)
         report["decontamination"] = {"files": [str(path) for path, _ in evaluation],
                                      "evaluation_texts": contamination.texts,
                                      f"shorter_than_{rules.decontamination_ngram}_words": contamination.short}
