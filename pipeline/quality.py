@@ -62,8 +62,8 @@ def _boilerplate(key: bytes, markers: list[str]) -> bool:
 
 
 def failed_rule(text: str, rules: Filter, scanned: Scan | None = None) -> str | None:
-    """`scanned`: the text's words (pipeline.wordscan.scan of its Turkish-folded form), when the caller has them
-    already: the filter does, for dedup and decontamination too."""
+    """`scanned`: pipeline.wordscan.scan of the text, when the caller has it already: the filter does, for dedup
+    and decontamination too."""
     if scanned is None:
         scanned = scan(text, rules.decontamination_ngram)
     if not scanned.words or not rules.min_words <= scanned.words <= rules.max_words:

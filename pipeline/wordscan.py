@@ -38,7 +38,7 @@ SPACE, STRIPPED, SYMBOLIC = 1, 2, 4  # bits of a code point's class
 
 
 class Scan(NamedTuple):
-    key: bytes  # UTF-8 of the words joined by single spaces (pipeline.text.dedup_key of the unfolded text)
+    key: bytes  # UTF-8 of the folded words joined by single spaces (pipeline.text.dedup_key of a normalised text)
     words: int
     letters: int  # characters in words
     top_bigram_letters: int  # occurrences x letters of the most frequent bigram (first seen on ties); 0 under 4 words

@@ -176,27 +176,20 @@ def validation_ngrams(task: tuple[str, int, float, int]) -> list[np.ndarray]:
     return [ngram_hashes(dedup_text(row), n) for row in rows]
 
 
-def validation_tasks(directories: list[Path], rules: Filter) -> list[tuple[str, int, float, int]]:
-    """One `validation_ngrams` task per row group of the prepared shards."""
-    return [(str(shard), group, rules.validation_fraction, rules.decontamination_ngram)
-            for directory in directories for shard in sorted(directory.glob("*.parquet"))
-            for group in range(pq.ParquetFile(shard).metadata.num_row_groups)]
-
-
-def evaluation_ngrams(directories: list[Path], params: Params, files=None, validation=None) -> Contamination:
+def evaluation_ngrams(directories: list[Path], params: Params, pool=None, files=None) -> Contamination:
     """N-grams of every text that may be evaluated on: rows the split will send to validation (known before
     filtering, since the split is a function of source and id) and the local files the evaluate stage scores
-    (`files`, from `evaluation_files` when not given). Finding the validation rows reads every row's id:
-    `validation` is `validation_ngrams` of each of `validation_tasks` when computed elsewhere (the stage's pool),
-    else they are computed here."""
+    (`files`, from `evaluation_files` when not given). Finding the validation rows reads every row's id: on all
+    cores, through `pool` when given."""
     rules = params.filter
     contamination = Contamination(rules.decontamination_ngram)
     for path, param in evaluation_files(params) if files is None else files:
         for text in benchmark_texts(path, param):
             contamination.add(text)
-    if validation is None:
-        validation = map(validation_ngrams, validation_tasks(directories, rules))
-    for hashes in validation:
+    tasks = [(str(shard), group, rules.validation_fraction, rules.decontamination_ngram)
+             for directory in directories for shard in sorted(directory.glob("*.parquet"))
+             for group in range(pq.ParquetFile(shard).metadata.num_row_groups)]
+    for hashes in (pool.imap(validation_ngrams, tasks) if pool else map(validation_ngrams, tasks)):
         for text_hashes in hashes:
             contamination.add_ngrams(text_hashes)
     return contamination.freeze()
@@ -276,13 +269,12 @@ def run(params: Params) -> dict:
         pa.array([])
         context = multiprocessing.get_context("fork")
         with context.Pool(workers) as pool:  # forked before the language models are loaded: it needs none
-            contamination = evaluation_ngrams(directories, params, evaluation,
-                                              pool.imap(validation_ngrams, validation_tasks(directories, rules)))
-        detector = TurkishDetector(rules)
+            contamination = evaluation_ngrams(directories, params, pool, evaluation)
         report["decontamination"] = {"files": [str(path) for path, _ in evaluation],
                                      "evaluation_texts": contamination.texts,
                                      f"shorter_than_{rules.decontamination_ngram}_words": contamination.short}
-        _WORKER.update(rules=rules, detector=detector, contamination=contamination, banding=(dedup.bands, dedup.rows))
+        _WORKER.update(rules=rules, detector=TurkishDetector(rules), contamination=contamination,
+                       banding=(dedup.bands, dedup.rows))
 
         def completed(index: int, source: str, shard: Path, done: dict) -> None:
             """A shard's rows are written: into the dedup index (idempotent, so again after a kill), and counted."""
