@@ -139,10 +139,7 @@ class Contamination:
         self._shift = np.uint64(63)
 
     def add(self, text: str) -> None:
-        self.add_ngrams(ngram_hashes(text, self.n))
-
-    def add_ngrams(self, hashes: np.ndarray) -> None:
-        """A text's `ngram_hashes` (with this n), computed elsewhere (the filter's workers)."""
+        hashes = ngram_hashes(text, self.n)
         self.texts += 1
         self.short += not len(hashes)
         self._parts.append(hashes)

@@ -55,7 +55,7 @@ def _found_any(text, patterns, starts, pairs):
     return False
 
 
-def _boilerplate(key: bytes, markers: list[str]) -> bool:
+def has_boilerplate(key: bytes, markers: list[str]) -> bool:
     """`key`: a text's dedup key (its Turkish-folded words joined by single spaces, UTF-8), the form markers
     are kept in (pipeline.params folds them at load)."""
     return bool(markers) and _found_any(np.frombuffer(key, dtype=np.uint8), *_encoded(tuple(markers)))
@@ -75,7 +75,7 @@ def failed_rule(text: str, rules: Filter, scanned: Scan | None = None) -> str | 
         return "symbol_ratio"
     if scanned.digits / scanned.visible > rules.max_digit_ratio:
         return "digit_ratio"
-    if _boilerplate(scanned.key, rules.boilerplate_markers):
+    if has_boilerplate(scanned.key, rules.boilerplate_markers):
         return "boilerplate"
     # Gopher's repetition signal: the share of the letters that the most frequent word bigram covers
     if scanned.top_bigram_letters / max(scanned.letters, 1) > rules.max_top_ngram_fraction:
@@ -98,6 +98,6 @@ def failed_chat_rule(messages: list[dict], rules: Filter) -> str | None:
     answer_words = sum(len(words(m["content"])) for m in messages if m["role"] == "assistant")
     if answer_words == 0:
         return "word_count"
-    if any(_boilerplate(dedup_key(m["content"]).encode("utf-8"), rules.boilerplate_markers) for m in messages):
+    if any(has_boilerplate(dedup_key(m["content"]).encode("utf-8"), rules.boilerplate_markers) for m in messages):
         return "boilerplate"
     return None

@@ -28,14 +28,14 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.cpus import usable_cpus
-from pipeline.decontaminate import Contamination, benchmark_texts, evaluation_files, ngram_hashes
+from pipeline.decontaminate import Contamination, benchmark_texts, evaluation_files
 from pipeline.dedup import Deduplicator, band_hashes, digest, index_bytes, minhash
 from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.language import TurkishDetector
 from pipeline.outputs import ROW_GROUP, ROWS, STATE, ShardWriter, code_digest, resumable_dir, write_json, write_text
 from pipeline.params import Filter, Params
-from pipeline.quality import failed_chat_rule, failed_rule
+from pipeline.quality import failed_chat_rule, failed_rule, has_boilerplate
 from pipeline.text import normalise
 from pipeline.wordscan import scan
 
@@ -164,34 +164,36 @@ def examine_row_group(task: tuple[str, int]) -> Judged:
     return examine(pq.ParquetFile(path).read_row_group(group).to_pylist(), **_WORKER)
 
 
-def validation_ngrams(task: tuple[str, int, float, int]) -> list[np.ndarray]:
-    """The n-gram hashes of each row of one row group that the split sends to validation (in a worker)."""
-    path, group, fraction, n = task
+def validation_texts(task: tuple[str, int, float]) -> list[str]:
+    """What dedup compares of each row of one row group that the split sends to validation (in a worker). The
+    texts, not their n-grams: the stage's process hashes them (1 % of the rows), so these workers need none of
+    the compiled kernels, which the stage loads while they read."""
+    path, group, fraction = task
     parquet = pq.ParquetFile(path)
     keys = parquet.read_row_group(group, columns=["source", "id"]).to_pylist()
     chosen = [i for i, key in enumerate(keys) if is_validation(key, fraction)]
     if not chosen:
         return []
-    rows = parquet.read_row_group(group).take(chosen).to_pylist()
-    return [ngram_hashes(dedup_text(row), n) for row in rows]
+    return [dedup_text(row) for row in parquet.read_row_group(group).take(chosen).to_pylist()]
 
 
 def evaluation_ngrams(directories: list[Path], params: Params, pool=None, files=None) -> Contamination:
     """N-grams of every text that may be evaluated on: rows the split will send to validation (known before
     filtering, since the split is a function of source and id) and the local files the evaluate stage scores
     (`files`, from `evaluation_files` when not given). Finding the validation rows reads every row's id: on all
-    cores, through `pool` when given."""
+    cores, through `pool` when given, which starts on it before the files are read."""
     rules = params.filter
     contamination = Contamination(rules.decontamination_ngram)
+    tasks = [(str(shard), group, rules.validation_fraction)
+             for directory in directories for shard in sorted(directory.glob("*.parquet"))
+             for group in range(pq.ParquetFile(shard).metadata.num_row_groups)]
+    validation = pool.imap(validation_texts, tasks) if pool else map(validation_texts, tasks)
     for path, param in evaluation_files(params) if files is None else files:
         for text in benchmark_texts(path, param):
             contamination.add(text)
-    tasks = [(str(shard), group, rules.validation_fraction, rules.decontamination_ngram)
-             for directory in directories for shard in sorted(directory.glob("*.parquet"))
-             for group in range(pq.ParquetFile(shard).metadata.num_row_groups)]
-    for hashes in (pool.imap(validation_ngrams, tasks) if pool else map(validation_ngrams, tasks)):
-        for text_hashes in hashes:
-            contamination.add_ngrams(text_hashes)
+    for texts in validation:
+        for text in texts:
+            contamination.add(text)
     return contamination.freeze()
 
 
@@ -263,13 +265,17 @@ def run(params: Params) -> dict:
         dedup = Deduplicator(rules.near_dedup_threshold, rules.minhash_permutations, sum(rows.values()),
                              state / "dedup", rules.dedup_false_positive_rate)
         workers = usable_cpus()
-        # once here, not in every worker the pools fork: numba loads (or compiles) the scan and its tables, and
-        # pyarrow imports pandas at its first conversion of Python objects (0.2 s of CPU in each worker)
-        scan("", rules.decontamination_ngram)
+        # pyarrow imports pandas at its first conversion of Python objects (0.2 s of CPU): once here, not in
+        # every worker the pools fork
         pa.array([])
         context = multiprocessing.get_context("fork")
         with context.Pool(workers) as pool:  # forked before the language models are loaded: it needs none
             contamination = evaluation_ngrams(directories, params, pool, evaluation)
+        # numba loads its kernels at their first call (compiles them, the first time on a machine): here, once,
+        # with the arguments the workers will give them, rather than in each worker
+        scanned = scan("", rules.decontamination_ngram)
+        has_boilerplate(scanned.key, rules.boilerplate_markers)
+        contamination.contaminated(scanned.ngrams)
         report["decontamination"] = {"files": [str(path) for path, _ in evaluation],
                                      "evaluation_texts": contamination.texts,
                                      f"shorter_than_{rules.decontamination_ngram}_words": contamination.short}

@@ -382,11 +382,11 @@ def test_boilerplate_markers_match_however_they_are_written(params):
 
 
 def test_the_compiled_marker_search_finds_what_substring_search_finds():
-    """pipeline.quality._boilerplate (one compiled pass, candidates by their first two bytes) against `in`, on
+    """pipeline.quality.has_boilerplate (one compiled pass, candidates by their first two bytes) against `in`, on
     random keys and markers: markers at the very start and end, sharing prefixes, starting with 2-byte letters."""
     import random
 
-    from pipeline.quality import _boilerplate
+    from pipeline.quality import has_boilerplate
 
     rng = random.Random(0)
     pieces = ["ç", "çe", "çer", "ez", "en", "abc", "ab", " ", "ı", "ş", "z"]
@@ -394,7 +394,7 @@ def test_the_compiled_marker_search_finds_what_substring_search_finds():
         key = "".join(rng.choices(pieces, k=rng.randint(0, 12))).encode("utf-8")
         markers = ["".join(rng.choices(pieces, k=rng.randint(1, 3))) for _ in range(rng.randint(0, 4))]
         markers = [marker for marker in markers if len(marker.encode("utf-8")) >= 2]
-        assert _boilerplate(key, markers) == any(marker.encode("utf-8") in key for marker in markers), (key, markers)
+        assert has_boilerplate(key, markers) == any(marker.encode("utf-8") in key for marker in markers), (key, markers)
 
 
 def test_default_markers_drop_notices_not_topics(params):
