@@ -143,25 +143,27 @@ def test_the_local_lm_eval_tasks_evaluate_runs_are_decontaminated_against(workdi
     assert [row["id"] for _, row in kept] == ["clean"] and counts["decontamination"] == 1
 
 
+def assert_filter_stops(workdir, overlay: dict, message: str) -> None:
+    """The demo sources prepared, the filter stops with `message` and leaves no partial output."""
+    params = params_with({"data": {"sources": DEMO_SOURCES}, **overlay})
+    prepare.run(params)
+    with pytest.raises(PipelineError, match=message):
+        filter_stage.run(params)
+    assert not (workdir / "data" / ".filtered.partial").exists()
+
+
 def test_a_broken_lm_eval_task_yaml_stops_the_filter_naming_it(workdir):
     (workdir / "tasks").mkdir()
     (workdir / "tasks" / "broken.yaml").write_text("task: [unclosed\n")
-    params = params_with({"data": {"sources": DEMO_SOURCES},
-                          "evaluate": {"lm_eval_tasks": ["x"], "lm_eval_include_path": "tasks"}})
-    prepare.run(params)
-    with pytest.raises(PipelineError, match=r"tasks/broken.yaml: not a readable lm-eval task YAML \([^\n]*\)$"):
-        filter_stage.run(params)
-    assert not (workdir / "data" / ".filtered.partial").exists()
+    assert_filter_stops(workdir, {"evaluate": {"lm_eval_tasks": ["x"], "lm_eval_include_path": "tasks"}},
+                        r"tasks/broken.yaml: not a readable lm-eval task YAML \([^\n]*\)$")
 
 
 def test_a_malformed_evaluation_file_stops_the_filter_naming_its_line(workdir):
     benchmark = workdir / "benchmark.jsonl"
     benchmark.write_text(json.dumps({"question": TURKISH_MORE}) + "\n{not json\n")
-    params = params_with({"data": {"sources": DEMO_SOURCES}, "filter": {"decontamination_files": [str(benchmark)]}})
-    prepare.run(params)
-    with pytest.raises(PipelineError, match=rf"{benchmark}:2: malformed JSON"):
-        filter_stage.run(params)
-    assert not (workdir / "data" / ".filtered.partial").exists()
+    assert_filter_stops(workdir, {"filter": {"decontamination_files": [str(benchmark)]}},
+                        rf"{benchmark}:2: malformed JSON")
 
 
 def test_the_filter_report_says_what_it_decontaminated_against(workdir):
