@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -167,7 +168,7 @@ def examine_row_group(task: tuple[str, int]) -> Judged:
 def validation_texts(task: tuple[str, int, float]) -> list[str]:
     """What dedup compares of each row of one row group that the split sends to validation (in a worker). The
     texts, not their n-grams: the stage's process hashes them (1 % of the rows), so these workers need none of
-    the compiled kernels, which the stage loads while they read."""
+    the compiled kernels."""
     path, group, fraction = task
     parquet = pq.ParquetFile(path)
     keys = parquet.read_row_group(group, columns=["source", "id"]).to_pylist()
@@ -181,17 +182,17 @@ def evaluation_ngrams(directories: list[Path], params: Params, pool=None, files=
     """N-grams of every text that may be evaluated on: rows the split will send to validation (known before
     filtering, since the split is a function of source and id) and the local files the evaluate stage scores
     (`files`, from `evaluation_files` when not given). Finding the validation rows reads every row's id: on all
-    cores, through `pool` when given, which starts on it before the files are read."""
+    cores, through `pool` when given. The files are read first: one that stops the stage does so before the
+    scan starts (a pool stopped on an error finishes its tasks first: worker_pool)."""
     rules = params.filter
     contamination = Contamination(rules.decontamination_ngram)
-    tasks = [(str(shard), group, rules.validation_fraction)
-             for directory in directories for shard in sorted(directory.glob("*.parquet"))
-             for group in range(pq.ParquetFile(shard).metadata.num_row_groups)]
-    validation = pool.imap(validation_texts, tasks) if pool else map(validation_texts, tasks)
     for path, param in evaluation_files(params) if files is None else files:
         for text in benchmark_texts(path, param):
             contamination.add(text)
-    for texts in validation:
+    tasks = [(str(shard), group, rules.validation_fraction)
+             for directory in directories for shard in sorted(directory.glob("*.parquet"))
+             for group in range(pq.ParquetFile(shard).metadata.num_row_groups)]
+    for texts in pool.imap(validation_texts, tasks) if pool else map(validation_texts, tasks):
         for text in texts:
             contamination.add(text)
     return contamination.freeze()
@@ -203,6 +204,20 @@ def source_dirs(params: Params) -> list[Path]:
         raise PipelineError(f"{IN}: missing; run the prepare stage first (dvc repro prepare)")
     order = {source.name: i for i, source in enumerate(params.data.sources)}
     return sorted((p for p in IN.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, len(order)), p.name))
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator:
+    """A fork pool that is closed and joined, also when the stage stops on an error: its tasks given out finish
+    first (in_flight keeps those few). Pool's own exit, terminate, kills workers that may be sending a result,
+    and a worker killed holding the result queue's lock leaves terminate waiting on it forever (a test that
+    stops the stage mid-shard hung so, once, in a full test run)."""
+    pool = multiprocessing.get_context("fork").Pool(workers)
+    try:
+        yield pool
+    finally:
+        pool.close()
+        pool.join()
 
 
 def in_flight(pool, tasks: list, window: int) -> Iterator[tuple[tuple, Judged]]:
@@ -268,8 +283,7 @@ def run(params: Params) -> dict:
         # pyarrow imports pandas at its first conversion of Python objects (0.2 s of CPU): once here, not in
         # every worker the pools fork
         pa.array([])
-        context = multiprocessing.get_context("fork")
-        with context.Pool(workers) as pool:  # forked before the language models are loaded: it needs none
+        with worker_pool(workers) as pool:  # forked before the language models are loaded: it needs none
             contamination = evaluation_ngrams(directories, params, pool, evaluation)
         # numba loads its kernels at their first call (compiles them, the first time on a machine): here, once,
         # with the arguments the workers will give them, rather than in each worker
@@ -306,7 +320,7 @@ def run(params: Params) -> dict:
                 for stale in work.glob(f"*/part-{index:05d}-*.parquet"):  # a shard cut off by a kill
                     stale.unlink()
                 todo.append((index, shard))
-        with context.Pool(workers) as pool:
+        with worker_pool(workers) as pool:
             for index, counts in filter_shards(todo, pool, 2 * workers, dedup, work, params, progress):
                 journal = state / f"journal-{index:05d}.npz"
                 dedup.commit(journal.with_suffix(".tmp"))
