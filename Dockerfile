@@ -1,13 +1,16 @@
-# The pipeline's CUDA image, built for NVIDIA B200 (sm_100) and H100/H200 (sm_90).
+# The pipeline's CUDA image, built for NVIDIA H100/H200 (sm_90), B200 (sm_100) and RTX 50xx/PRO 6000 (sm_120).
 #   docker build -t gemma-tr .
 #   docker run --gpus all -v $PWD:/workspace/repo -v /workspace/.cache:/workspace/.cache \
 #     -e HF_TOKEN -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY gemma-tr
-# Not built in this repository's CI (no Docker engine there); see README "Docker image".
-FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
+# CUDA 13.0 because PyPI's torch 2.13 is built for it (PyTorch dropped CUDA 12.8 builds in 2.12); the host needs
+# an NVIDIA driver >= 580, which the entry point checks. Not built in this repository's CI (no Docker engine
+# there): tests/test_docker.py resolves every install step against PyPI instead; see README "Docker image".
+FROM nvidia/cuda:13.0.3-cudnn-devel-ubuntu24.04
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Caches live on the mounted volume, not in the image; NCCL settings that are safe on a single host.
+# TORCH_CUDA_ARCH_LIST must be set: without it DeepSpeed compiles for 6.0-7.0, which nvcc 13 no longer supports.
 # (DL3064 reads "TOKEN" in TOKENIZERS_PARALLELISM as a secret; no secret is set here: HF_TOKEN comes at run time.)
 # hadolint ignore=DL3064
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -16,7 +19,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     HF_HOME=/workspace/.cache/huggingface \
     PIP_CACHE_DIR=/workspace/.cache/pip \
     DVC_NO_ANALYTICS=1 \
-    TORCH_CUDA_ARCH_LIST="9.0;10.0" \
+    TORCH_CUDA_ARCH_LIST="9.0;10.0;12.0" \
     NCCL_ASYNC_ERROR_HANDLING=1 \
     NCCL_DEBUG=WARN \
     TOKENIZERS_PARALLELISM=false \
@@ -32,14 +35,17 @@ RUN apt-get update \
 
 WORKDIR /opt/build
 COPY requirements.txt requirements-gpu.txt ./
-# torch first, the pinned version from requirements.txt in its CUDA 12.8 build (the base image's nvcc must
-# match it for DeepSpeed's ops, which are compiled here for sm_90 and sm_100: those ZeRO-2 with Adam uses).
+# torch first, the version CI pins in requirements.txt: on Linux x86-64 PyPI's wheel is the CUDA 13.0 build, the
+# base image's CUDA, so nvcc matches torch.version.cuda for DeepSpeed's Adam ops, compiled here (DeepSpeed
+# refuses a CUDA 13 minor mismatch). The last line stops the build if they ever disagree.
 # Cython, setuptools, wheel: pybloomfilter3 builds from source, and without build isolation it needs them here.
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu128 "$(grep '^torch==' requirements.txt)" \
+RUN pip install --no-cache-dir "$(grep '^torch==' requirements.txt)" \
     && pip install --no-cache-dir Cython==3.1.2 setuptools==80.9.0 wheel==0.45.1 \
     && DS_BUILD_OPS=0 DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1 DS_BUILD_UTILS=1 \
        pip install --no-cache-dir --no-build-isolation -r requirements-gpu.txt \
-    && python -c "import torch, deepspeed, bitsandbytes; print(torch.__version__, torch.cuda.get_arch_list())"
+    && python -c "import os, torch, deepspeed, bitsandbytes; \
+assert os.environ['CUDA_VERSION'].startswith(torch.version.cuda + '.'), (torch.version.cuda, os.environ['CUDA_VERSION']); \
+print(torch.__version__, torch.version.cuda, deepspeed.__version__, bitsandbytes.__version__)"
 
 COPY docker/entrypoint.sh /usr/local/bin/entrypoint
 WORKDIR /workspace/repo
