@@ -1,6 +1,7 @@
-"""Write the embedded demo corpus: small Turkish sources in the three real Hub formats, with contaminants.
+"""Write the embedded demo corpus: small Turkish sources in the three real Hub formats, with contaminants,
+and real Turkish prose that nobody on the project wrote.
 
-Every sentence here was written for this project (no copied text). The output is committed under demo/data/;
+Every sentence of the templates below was written for this project. The output is committed under demo/data/;
 tests/test_demo_corpus.py checks that this script still reproduces it byte for byte.
 
 - web.jsonl         OSCAR 2019 style rows ({"id", "text"}): Turkish web prose, plus English, Azerbaijani,
@@ -10,13 +11,21 @@ tests/test_demo_corpus.py checks that this script still reproduces it byte for b
                     English chats and a Turkish question with an English answer.
 - tr_regions.jsonl  multiple-choice questions (which region is each city in?) for the local lm-eval task
                     configs/eval/tasks/demo_tr_regions.yaml.
+- help.jsonl        real prose: pages of LibreOffice's Turkish help (MPL-2.0; origin in demo/data/SOURCES.md), one
+                    page a row ({"id", "url", "text"}), so that the demo does not learn only its own templates.
+                    It is an extract of a Debian package, not generated: `--extract-help DIR` rewrites it from the
+                    unpacked package; the plain run leaves it as committed.
 
 Run: python demo/make_corpus.py
+     python demo/make_corpus.py --extract-help <unpacked libreoffice-help-tr>/usr/share/libreoffice/help/tr/text
 """
 from __future__ import annotations
 
+import argparse
 import json
 import random
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pyarrow as pa
@@ -224,7 +233,86 @@ def region_questions() -> list[dict]:
     return rows
 
 
+# Help pages kept: their Turkish paragraphs make 60 to 200 words (a paragraph of the demo's other prose, not a
+# one-line stub or a long reference table); at most HELP_PER_MODULE from each module (Calc, Writer, Basic...),
+# so that no one application's vocabulary dominates.
+HELP_WORDS = (60, 200)
+HELP_PAGES = 60
+HELP_PER_MODULE = 12
+HELP_URL = "https://help.libreoffice.org/7.4/tr/text/{page}"
+
+
+class HelpPage(HTMLParser):
+    """The title and the body paragraphs (`<p class="paragraph">`) of one LibreOffice help page; tables, notes
+    and the navigation are left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.title, self.paragraphs = "", []
+        self._in_title, self._paragraph = False, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "title":
+            self._in_title = True
+        elif tag == "p" and dict(attrs).get("class") == "paragraph":
+            self._paragraph = []
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+        elif tag == "p" and self._paragraph is not None:
+            self.paragraphs.append(re.sub(r"\s+", " ", "".join(self._paragraph)).strip())
+            self._paragraph = None
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+        if self._paragraph is not None:
+            self._paragraph.append(data)
+
+
+def help_rows(root: Path) -> list[dict]:
+    """Pages of LibreOffice's Turkish help as text rows: each page's Turkish paragraphs under its title. The
+    Turkish translation is incomplete, and untranslated paragraphs stay in English, so each paragraph is kept
+    only if lingua (the filter's detector) calls it Turkish."""
+    from lingua import Language, LanguageDetectorBuilder
+
+    detector = LanguageDetectorBuilder.from_languages(Language.TURKISH, Language.ENGLISH, Language.GERMAN).build()
+    pages = []
+    for path in sorted(root.rglob("*.html")):
+        parsed = HelpPage()
+        parsed.feed(path.read_text(encoding="utf-8"))
+        paragraphs = [p for p in parsed.paragraphs
+                      if len(p.split()) >= 6 and detector.detect_language_of(p) == Language.TURKISH]
+        words = sum(len(p.split()) for p in paragraphs)
+        if HELP_WORDS[0] <= words <= HELP_WORDS[1]:
+            page = path.relative_to(root).as_posix()
+            pages.append({"id": page.removesuffix(".html"), "url": HELP_URL.format(page=page),
+                          "text": "\n".join([parsed.title.strip(), *paragraphs])})
+    random.Random(11).shuffle(pages)
+    chosen, per_module = [], {}
+    for page in pages:
+        module = page["id"].split("/")[0]
+        if per_module.get(module, 0) < HELP_PER_MODULE and len(chosen) < HELP_PAGES:
+            per_module[module] = per_module.get(module, 0) + 1
+            chosen.append(page)
+    return sorted(chosen, key=lambda row: row["id"])
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--extract-help", type=Path, metavar="DIR",
+                        help="rewrite help.jsonl from an unpacked libreoffice-help-tr (its help/tr/text folder)")
+    args = parser.parse_args()
+    if args.extract_help:
+        if not args.extract_help.is_dir():
+            parser.error(f"--extract-help: no such folder {args.extract_help}")
+        write_jsonl(OUT / "help.jsonl", help_rows(args.extract_help))
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
     with (OUT / "web.jsonl").open("w", encoding="utf-8") as handle:
