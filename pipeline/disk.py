@@ -17,7 +17,7 @@ def tree_bytes(path: Path) -> int:
 
 def require_free(directory: Path | str, needed_bytes: float, what: str, partial: Path | None = None) -> None:
     """Raise a one-line PipelineError naming `what` when `directory`'s file system has less free space than
-    `needed_bytes` plus a margin. `partial`: the output whose interrupted run (pipeline.outputs.resumable_dir)
+    `needed_bytes` plus a margin. `partial`: the output whose interrupted run (pipeline.journal)
     has already written part of it, which is not needed again."""
     if partial is not None:
         needed_bytes -= tree_bytes(partial.with_name(f".{partial.name}.partial"))

@@ -14,16 +14,14 @@ import torch
 
 from pipeline.chat import default_template
 from pipeline.errors import PipelineError
-
-BASE = Path("models/base")
-SOURCE_FILE = "source.json"
+from pipeline.paths import BASE, BASE_SOURCE
 
 
 def source(base: Path = BASE) -> dict:
     try:
-        return json.loads((base / SOURCE_FILE).read_text(encoding="utf-8"))
+        return json.loads((base / BASE_SOURCE.name).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PipelineError(f"{base / SOURCE_FILE}: missing; run the base_model stage first") from None
+        raise PipelineError(f"{base / BASE_SOURCE.name}: missing; run the base_model stage first") from None
 
 
 def reference(base: Path = BASE) -> tuple[str, str | None]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import itertools
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError, RetryableError
-from pipeline.params import Source
+from pipeline.params import Dataset
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -175,17 +175,17 @@ ADAPTERS: dict[str, Callable[[dict], dict]] = {
 }
 
 
-def to_row(source: Source, record: Record) -> dict:
-    """Map one raw record to the unified schema, or raise BadRow / Skip."""
+def to_row(source: str, format: str, record: Record) -> dict:
+    """Map one raw record of source `source` (its `format`) to the unified schema, or raise BadRow / Skip."""
     if isinstance(record.row, BadRow):
         raise record.row
     if not isinstance(record.row, dict):
         raise BadRow(f"row is {type(record.row).__name__}, expected an object")
     try:
-        row = ADAPTERS[source.format](record.row)
+        row = ADAPTERS[format](record.row)
     except (TypeError, AttributeError) as exc:  # a field of an unexpected type deeper than the adapters check
         raise BadRow(f"unexpected field type: {exc}") from None
-    row["source"] = source.name
+    row["source"] = source
     _require_unicode(row)
     return row
 
@@ -204,21 +204,79 @@ def _require_unicode(row: dict) -> None:
                              f"(\\u{ord(value[exc.start]):04x}) at character {exc.start}") from None
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
 def is_local(path: str) -> bool:
-    return os.path.exists(path) or any(c in path for c in "*?[") or path.endswith(LOCAL_SUFFIXES) or path.startswith(
-        (".", "/", "~")
-    )
+    """A Hub dataset id is `name` or `owner/name`; anything else (more slashes, a suffix, a glob, a path that
+    exists) is a local path, so that a mistyped local path is reported missing, not unreachable on the Hub."""
+    return (os.path.exists(path) or not HUB_ID.fullmatch(path) or path.endswith(LOCAL_SUFFIXES)
+            or path.startswith((".", "/", "~")))
 
 
-def local_files(source: Source, index: int) -> list[Path]:
-    path = os.path.expanduser(source.path)
-    if os.path.isdir(path):
-        files = [p for p in sorted(Path(path).rglob("*")) if p.suffix in LOCAL_SUFFIXES]
-    else:
-        files = [Path(p) for p in sorted(glob.glob(path, recursive=True)) if os.path.isfile(p)]
+def _builder_files(path: str, dataset: Dataset, revision: str | None, param: str) -> list[str]:
+    """The data files of a config and split as the `datasets` library resolves them (the repository's dataset
+    card lists them per config): Hub URLs (hf://datasets/<id>@<commit>/<file>) or local paths."""
+    import datasets
+
+    try:
+        builder = datasets.load_dataset_builder(path, name=dataset.config, revision=revision,
+                                                token=os.environ.get("HF_TOKEN"))
+    except Exception as exc:  # network, gated, unknown id or config: all end the same way
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"{param}: cannot load {path!r} (config {dataset.config!r}): {reason}") from None
+    files = (builder.config.data_files or {}).get(dataset.split)
     if not files:
-        raise PipelineError(f"data.sources[{index}].path: no .json/.jsonl/.parquet file at {source.path!r}")
+        raise PipelineError(f"{param}: {path!r} has no data files for split {dataset.split!r}")
+    return [str(f) for f in files]
+
+
+def data_files(dataset: Dataset, param: str, revision: str | None = None) -> list[str]:
+    """Every file of a source's config and split, in a stable order: local paths, or Hub URLs to `fetch`.
+    A local folder with a dataset card (README.md) is read as the Hub would: its configs name the files."""
+    path = os.path.expanduser(dataset.path)
+    if not is_local(dataset.path):
+        return _builder_files(dataset.path, dataset, revision, param)
+    if os.path.isdir(path) and dataset.config and os.path.isfile(os.path.join(path, "README.md")):
+        return _builder_files(path, dataset, None, param)
+    if os.path.isdir(path):
+        files = [str(p) for p in sorted(Path(path).rglob("*")) if p.suffix in LOCAL_SUFFIXES]
+    else:
+        files = [p for p in sorted(glob.glob(path, recursive=True)) if os.path.isfile(p) and p.endswith(LOCAL_SUFFIXES)]
+    if not files:
+        raise PipelineError(f"{param}: no .json/.jsonl/.parquet file at {dataset.path!r}")
     return files
+
+
+HUB_FILE = re.compile(r"hf://datasets/(?P<repo>[^/@]+(?:/[^/@]+)?)(?:@(?P<revision>[^/]+))?/(?P<file>.+)")
+
+
+def fetch(url: str, directory: Path) -> Path:
+    """A Hub data file downloaded (huggingface_hub; Xet-backed repositories through hf_xet) into `directory`;
+    a local path as it is."""
+    hub = HUB_FILE.fullmatch(url)
+    if hub is None:
+        return Path(url)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(hub["repo"], hub["file"], repo_type="dataset", revision=hub["revision"],
+                                    local_dir=directory, token=os.environ.get("HF_TOKEN")))
+    except (ConnectionError, OSError) as exc:  # the files done so far stay for the next run
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RetryableError(f"downloading {url} failed: {reason}; run the stage again to continue") from None
+
+
+def parquet_rows(path: Path, groups: list[int] | None = None) -> Iterator[Record]:
+    """The rows of a parquet file, or of the given row groups of it, in order."""
+    parquet = pq.ParquetFile(path)
+    for group in range(parquet.metadata.num_row_groups) if groups is None else groups:
+        try:
+            rows = parquet.read_row_group(group).to_pylist()
+        except (pa.ArrowException, OSError) as exc:  # not parquet, or cut off: its rows cannot be told apart
+            raise PipelineError(f"{path}: unreadable parquet row group {group}: {exc}") from None
+        for number, row in enumerate(rows, start=1):
+            yield Record(f"{path}:row group {group} row {number}", row)
 
 
 def _json_lines(path: Path) -> Iterator[Record]:
@@ -240,16 +298,14 @@ def _starts_with_array(path: Path) -> bool:
         return handle.read(64).lstrip().startswith(b"[")
 
 
-def read_local(path: Path) -> Iterator[Record]:
+def read_file(path: Path) -> Iterator[Record]:
+    """Every raw record of a local file, in order."""
     if path.suffix == ".parquet":
-        number = 0
         try:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-                for row in batch.to_pylist():
-                    number += 1
-                    yield Record(f"{path}:row {number}", row)
-        except (pa.ArrowException, OSError) as exc:  # not parquet, or cut off: its rows cannot be told apart
-            raise PipelineError(f"{path}: unreadable parquet after row {number}: {exc}") from None
+            pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise PipelineError(f"{path}: unreadable parquet: {exc}") from None
+        yield from parquet_rows(path)
     elif path.suffix == ".json" and _starts_with_array(path):
         # A JSON array (OpenHermes-2.5 ships one of 1.94 GB): ijson parses it an item at a time, where json.loads
         # would hold the whole file and all its objects in memory.
@@ -266,35 +322,3 @@ def read_local(path: Path) -> Iterator[Record]:
                 raise PipelineError(f"{path}: not a valid JSON array after item {number}: {reason}") from None
     else:
         yield from _json_lines(path)
-
-
-def read_hub(source: Source, start: int = 0) -> Iterator[Record]:
-    import datasets  # imported here: loading it costs seconds that local sources do not need
-
-    def reason(exc: Exception) -> str:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-    try:
-        stream = datasets.load_dataset(
-            source.path, name=source.config, split=source.split, revision=source.revision, streaming=True,
-            token=os.environ.get("HF_TOKEN"),
-        )
-    except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
-        raise PipelineError(f"source {source.name!r}: cannot load Hub dataset {source.path!r}: {reason(exc)}") from None
-    if start:
-        stream = stream.skip(start)  # a resumed prepare: the rows before `start` are in its shards
-    number = start
-    try:
-        for number, row in enumerate(stream, start=start):
-            yield Record(f"{source.path}[{number}]", row)
-    except (ConnectionError, OSError) as exc:  # mid-stream: the shards written so far stay for the next run
-        raise RetryableError(f"source {source.name!r}: the Hub stream of {source.path!r} broke near row {number}: "
-                             f"{reason(exc)}; run the stage again to continue") from None
-
-
-def records(source: Source, index: int, start: int = 0) -> Iterator[Record]:
-    """Raw records of one source in a deterministic order, from the `start`-th on."""
-    if is_local(source.path):
-        yield from itertools.islice((r for path in local_files(source, index) for r in read_local(path)), start, None)
-    else:
-        yield from read_hub(source, start)

@@ -1,8 +1,14 @@
-"""The thin command line every stage shares: load params, run, turn known failures into one line."""
+"""The thin command line every stage shares: load params, run, turn known failures and stops into one line.
+
+Ctrl-C (SIGINT) and a stopped pod or container (SIGTERM) end a stage within seconds, with exit code 130 or 143:
+its finished units are kept where the stage resumes from (pipeline.journal, train's checkpoints) and its
+outputs are left as they were.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from typing import Callable
 
@@ -10,16 +16,39 @@ from pipeline.errors import PipelineError
 from pipeline.params import Params, load
 
 
-def main(run: Callable[[Params], dict], description: str) -> None:
-    parser = argparse.ArgumentParser(description=description)
+class Stopped(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same cleanup runs."""
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped
+
+
+def quiet_libraries() -> None:
+    """Library warnings that say nothing to a user of the pipeline."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|torch|trl|peft|datasets)\b")
+
+
+def main(run: Callable[..., dict], description: str, *arguments: str) -> None:
+    """`arguments`: names of positional command-line arguments passed to `run` after the params."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    for name in arguments:
+        parser.add_argument(name)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    quiet_libraries()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, whatever stages/ set at start
+    signal.signal(signal.SIGTERM, _stop)
     try:
-        run(load(args.params))
+        run(load(args.params), *(getattr(args, name) for name in arguments))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("error: interrupted; outputs of this stage were left as they were", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Stopped) as exc:
+        what, code = ("stopped (SIGTERM)", 143) if isinstance(exc, Stopped) else ("interrupted", 130)
+        print(f"error: {what}; outputs were left as they were, and finished work is kept: run the stage again "
+              "to resume", file=sys.stderr)
+        sys.exit(code)

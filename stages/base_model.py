@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pipeline.chat import default_template
 from pipeline.errors import PipelineError
-from pipeline.models import BASE, SOURCE_FILE
-from pipeline.outputs import atomic_dir, write_json
+from pipeline import paths
+from pipeline.atomic import atomic_dir, write_json
 from pipeline.params import Params
 
 log = logging.getLogger("base_model")
@@ -84,14 +84,14 @@ def resolve_hub(model_id: str, revision: str) -> dict:
 
 def run(params: Params) -> dict:
     model = params.model
-    with atomic_dir(BASE) as out:
+    with atomic_dir(paths.BASE) as out:
         if model.gguf_package:
             info = convert_gguf(model.gguf_package, out)
         elif Path(model.id).is_dir():
             info = copy_local(Path(model.id), out)
         else:
             info = resolve_hub(model.id, model.revision)
-        write_json(out / SOURCE_FILE, info)
+        write_json(out / paths.BASE_SOURCE.name, info)
     log.info("base model: %s", json.dumps(info))
     return info
 

@@ -1,12 +1,21 @@
-"""evaluate: is the tuned model better at Turkish than the base, by how much, and what did it cost elsewhere?
+"""evaluate: did the Turkish get better, beyond the training data, and at what cost elsewhere?
 
-Input: data/tokenized/validation, models/base, models/adapter, `evaluate.*` params. Output:
-- reports/eval.json: base, tuned and delta for held-out loss, perplexity and bits per byte (all rows, by kind
-  and by source), the same on an English held-out set (forgetting), tokenizer fertility per source, the
-  share of generated answers detected as Turkish, and lm-evaluation-harness task scores (tasks that cannot
-  load, e.g. offline, are listed under `lm_eval_skipped` with the reason);
-- reports/samples.md: each prompt's base and tuned answers side by side.
-Base and tuned figures come from one loaded model with the adapter switched off and on.
+Input: data/tokenized/validation, models/base, models/adapter, `evaluate.*` params. Base and tuned figures come
+from one loaded model with the adapter switched off and on. Each measure gets a verdict, better, same (within
+noise) or worse:
+- `turkish_general` (the headline): perplexity and bits per byte on general Turkish that no training source
+  holds (`evaluate.turkish_general_file`): what a gain on it shows is not memorisation;
+- `validation`: the same on the held-out split of the training sources (by kind and by source too): the
+  training distribution, so a gain here alone may be memorisation;
+- `english`: the same on English text (`evaluate.english_file`): forgetting;
+- each lm-evaluation-harness task (`evaluate.lm_eval_tasks`), with the harness's standard error; tasks that
+  cannot load (offline, gated) are listed under `lm_eval_skipped` with the reason;
+- the share of answers to `evaluate.prompts` in Turkish (the filter's language decision).
+A held-out verdict compares the two models row by row: the mean change in loss per token against twice its
+standard error over rows. A task's: the change in its score against twice the combined standard errors.
+Output: reports/eval.json (everything), reports/metrics/eval.json (the headline and the verdicts: what
+`dvc exp show` compares), reports/samples.md (answers side by side) and reports/eval_plot.json.
+With `evaluate.fail_on_regression` set, the stage fails, after writing them, when a measure is worse by more.
 """
 from __future__ import annotations
 
@@ -20,21 +29,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pipeline import paths
+from pipeline.atomic import write_json, write_text
 from pipeline.chat import IGNORE, encode_text
 from pipeline.errors import PipelineError
+from pipeline.eval_sets import check_lm_eval_tasks
 from pipeline.language import TurkishDetector
 from pipeline.models import load_base, load_tokenizer
-from pipeline.outputs import write_json, write_text
 from pipeline.params import Params
 from pipeline.text import words
 
-DATA = Path("data/tokenized/validation")
-ADAPTER = Path("models/adapter")
-REPORT = Path("reports/eval.json")
-SAMPLES = Path("reports/samples.md")
-PLOT = Path("reports/eval_plot.json")
+NOISE = 2.0  # standard errors a change must exceed to count as better or worse
 log = logging.getLogger("evaluate")
 
+
+# held-out perplexity ---------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def row_losses(model, rows: list[dict], batch_size: int, pad_id: int, label: str) -> list[tuple[float, int]]:
@@ -44,7 +53,7 @@ def row_losses(model, rows: list[dict], batch_size: int, pad_id: int, label: str
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
     results: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
     for start in tqdm(range(0, len(order), batch_size), desc=f"held-out {label}", unit=" batches"):
-        batch = [rows[i] for i in order[start : start + batch_size]]
+        batch = [rows[i] for i in order[start: start + batch_size]]
         width = max(len(r["input_ids"]) for r in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
@@ -58,7 +67,7 @@ def row_losses(model, rows: list[dict], batch_size: int, pad_id: int, label: str
             logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE, reduction="none"
         ).sum(dim=1)
         counts = (targets != IGNORE).sum(dim=1)
-        for position, index in enumerate(order[start : start + batch_size]):
+        for position, index in enumerate(order[start: start + batch_size]):
             results[index] = (nll[position].item(), int(counts[position]))
     return results
 
@@ -76,28 +85,53 @@ def summarise(losses: list[tuple[float, int]], sizes: list[int]) -> dict:
             "bits_per_byte": round(nll / math.log(2) / max(size, 1), 5), "tokens": tokens}
 
 
-def compare(base: dict, tuned: dict) -> dict:
-    delta = {k: round(tuned[k] - base[k], 5) for k in base if k != "tokens" and isinstance(base[k], (int, float))}
-    return {"base": base, "tuned": tuned, "delta": delta}
+def verdict(change: float, stderr: float | None, lower_is_better: bool) -> str:
+    """better / same / worse: a change within NOISE standard errors is the same."""
+    if stderr is not None and abs(change) <= NOISE * stderr or change == 0:
+        return "same"
+    return "better" if (change < 0) == lower_is_better else "worse"
 
 
-def held_out(model, tokenizer, rows: list[dict], params: Params, groups: dict[str, list[int]]) -> dict:
-    """Loss, perplexity and bits per byte, base vs tuned, over all rows and each group of row indices."""
+def paired_loss_change(base: list[tuple[float, int]], tuned: list[tuple[float, int]]) -> tuple[float, float | None]:
+    """The change in loss per token, tuned minus base, and its standard error over rows (a ratio estimate:
+    rows differ in length, and the two models score the same rows)."""
+    tokens = sum(n for _, n in base)
+    differences = [t - b for (b, _), (t, _) in zip(base, tuned)]
+    change = sum(differences) / max(tokens, 1)
+    if len(base) < 2:
+        return change, None
+    residuals = [d - change * n for d, (_, n) in zip(differences, base)]
+    variance = sum(r * r for r in residuals) * len(base) / (len(base) - 1)
+    return change, math.sqrt(variance) / max(tokens, 1)
+
+
+def compare(base: list[tuple[float, int]], tuned: list[tuple[float, int]], sizes: list[int]) -> dict:
+    before, after = summarise(base, sizes), summarise(tuned, sizes)
+    change, stderr = paired_loss_change(base, tuned)
+    delta = {key: round(after[key] - before[key], 5) for key in ("loss", "perplexity", "bits_per_byte")}
+    return {"base": before, "tuned": after, "delta": delta,
+            "loss_change_stderr": None if stderr is None else round(stderr, 5),
+            "verdict": verdict(change, stderr, lower_is_better=True)}
+
+
+def held_out(model, tokenizer, rows: list[dict], params: Params, groups: dict[str, list[int]] | None = None) -> dict:
+    """Loss, perplexity and bits per byte, base vs tuned, with a verdict: over all rows and each group."""
     pad_id = tokenizer.pad_token_id or 0
     sizes = [learned_bytes(tokenizer, row) for row in rows]
     with model.disable_adapter():
         base = row_losses(model, rows, params.evaluate.batch_size, pad_id, "base")
     tuned = row_losses(model, rows, params.evaluate.batch_size, pad_id, "tuned")
-    out = {"all": compare(summarise(base, sizes), summarise(tuned, sizes))}
-    for name, indices in groups.items():
+    out = {"all": compare(base, tuned, sizes)}
+    for name, indices in (groups or {}).items():
         pick = lambda values: [values[i] for i in indices]  # noqa: E731
-        out[name] = compare(summarise(pick(base), pick(sizes)), summarise(pick(tuned), pick(sizes)))
+        out[name] = compare(pick(base), pick(tuned), pick(sizes))
     return out
 
 
-def english_rows(path: Path, tokenizer, max_length: int) -> list[dict]:
+def text_rows(path: Path, param: str, tokenizer, max_length: int) -> list[dict]:
+    """A jsonl file of {"text": ...} as token rows (long texts cut into max_length chunks)."""
     if not path.is_file():
-        raise PipelineError(f"evaluate.english_file: no such file {path}")
+        raise PipelineError(f"{param}: no such file {path}")
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
@@ -106,6 +140,8 @@ def english_rows(path: Path, tokenizer, max_length: int) -> list[dict]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise PipelineError(f"{path}:{number}: expected a JSON object with a 'text' field") from None
             rows += [{"input_ids": c, "labels": c} for c in encode_text(tokenizer, text, max_length)]
+    if not rows:
+        raise PipelineError(f"{param}: {path} holds no text")
     return rows
 
 
@@ -119,6 +155,8 @@ def fertility(tokenizer, rows: list[dict]) -> dict:
     return {source: round(tokens[source] / max(word_count[source], 1), 3) for source in sorted(tokens)}
 
 
+# answers ---------------------------------------------------------------------------------------------------------
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
     device = next(model.parameters()).device
@@ -130,26 +168,53 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
         torch.manual_seed(0)
         output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                 do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        answers.append(tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True).strip())
+        answers.append(tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip())
     return answers
 
 
 def generation(model, tokenizer, params: Params) -> tuple[dict, str]:
     prompts = params.evaluate.prompts
     if not prompts:
-        return {}, ""
+        return {}, "# Answers, base vs tuned\n\nNo prompts in evaluate.prompts.\n"
     with model.disable_adapter():
         base = generate(model, tokenizer, prompts, params.evaluate.max_new_tokens)
     tuned = generate(model, tokenizer, prompts, params.evaluate.max_new_tokens)
-    rules = params.filter
-    detector = TurkishDetector(rules)
-    rate = lambda answers: round(sum(detector.is_turkish(answers)) / len(answers), 4)  # noqa: E731
+    detector = TurkishDetector(params.filter)
+    from pipeline.judge import decide  # TEMPORARY
+    seen = {label: [decide(detector, [answer]) for answer in answers] for label, answers in
+            (("base", base), ("tuned", tuned))}
+    rate = {label: round(sum(turkish for turkish, _ in decisions) / len(decisions), 4)
+            for label, decisions in seen.items()}
     cell = lambda text: text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"  # noqa: E731
-    table = ["# Answers, base vs tuned", "", "Greedy decoding, at most "
-             f"{params.evaluate.max_new_tokens} new tokens.", "", "| prompt | base | tuned |", "|---|---|---|"]
-    table += [f"| {cell(p)} | {cell(b)} | {cell(t)} |" for p, b, t in zip(prompts, base, tuned)]
-    report = compare({"turkish_answer_rate": rate(base)}, {"turkish_answer_rate": rate(tuned)})
-    return report | {"prompts": len(prompts)}, "\n".join(table) + "\n"
+    table = ["# Answers, base vs tuned", "",
+             f"Greedy decoding, at most {params.evaluate.max_new_tokens} new tokens. The language is what the "
+             "filter's language decision sees in the answer.", "",
+             "| prompt | base | language | tuned | language |", "|---|---|---|---|---|"]
+    for i, prompt in enumerate(prompts):
+        table.append(f"| {cell(prompt)} | {cell(base[i])} | {seen['base'][i][1]} | {cell(tuned[i])} | "
+                     f"{seen['tuned'][i][1]} |")
+    report = {"prompts": len(prompts), "base": {"turkish_answer_rate": rate["base"]},
+              "tuned": {"turkish_answer_rate": rate["tuned"]},
+              "delta": {"turkish_answer_rate": round(rate["tuned"] - rate["base"], 4)}}
+    return report, "\n".join(table) + "\n"
+
+
+# lm-evaluation-harness -------------------------------------------------------------------------------------------
+
+def task_scores(run: dict) -> tuple[dict, dict, dict]:
+    """Scores, their standard errors and whether higher is better, per `task/metric`, from a harness result."""
+    scores, stderrs, higher = {}, {}, {}
+    for name, metrics in run["results"].items():
+        for metric, value in metrics.items():
+            if not isinstance(value, float) or "_stderr" in metric:
+                continue
+            base_metric, _, _filter = metric.partition(",")
+            key = f"{name}/{base_metric}"
+            scores[key] = round(value, 5)
+            error = metrics.get(f"{base_metric}_stderr,{_filter}" if _filter else f"{base_metric}_stderr")
+            stderrs[key] = error if isinstance(error, float) else None
+            higher[key] = run.get("higher_is_better", {}).get(name, {}).get(base_metric, True)
+    return scores, stderrs, higher
 
 
 def lm_eval_scores(model, tokenizer, params: Params) -> tuple[dict, dict]:
@@ -165,30 +230,67 @@ def lm_eval_scores(model, tokenizer, params: Params) -> tuple[dict, dict]:
     harness = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
     scores, skipped = {}, {}
     for task in settings.lm_eval_tasks:
-        results = {}
+        runs = {}
         try:
             for variant in ("base", "tuned"):
                 with model.disable_adapter() if variant == "base" else nullcontext():
-                    run = simple_evaluate(model=harness, tasks=[task], limit=settings.lm_eval_limit,
-                                          task_manager=manager, log_samples=False)
-                results[variant] = {
-                    f"{name}/{metric.split(',')[0]}": round(value, 5)
-                    for name, metrics in run["results"].items()
-                    for metric, value in metrics.items()
-                    if isinstance(value, float) and "stderr" not in metric
-                }
-        except Exception as exc:  # offline Hub, gated data, unknown task name: reported, not fatal
+                    runs[variant] = task_scores(simple_evaluate(model=harness, tasks=[task],
+                                                                limit=settings.lm_eval_limit, task_manager=manager,
+                                                                log_samples=False))
+        except Exception as exc:  # noqa: BLE001 - offline Hub, gated data: reported, not fatal
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             skipped[task] = f"{type(exc).__name__}: {reason}"[:300]
             log.warning("lm-eval task %s skipped: %s", task, skipped[task])
             continue
-        scores[task] = compare(results["base"], results["tuned"])
+        (base, base_errors, higher), (tuned, tuned_errors, _) = runs["base"], runs["tuned"]
+        measures = {}
+        for key in base:
+            errors = [base_errors[key], tuned_errors.get(key)]
+            stderr = math.sqrt(sum(e * e for e in errors)) if all(e is not None for e in errors) else None
+            change = tuned[key] - base[key]
+            measures[key] = {"base": base[key], "tuned": tuned[key], "delta": round(change, 5),
+                             "stderr": None if stderr is None else round(stderr, 5),
+                             "verdict": verdict(change, stderr, lower_is_better=not higher[key])}
+        scores[task] = measures
     return scores, skipped
+
+
+# report ----------------------------------------------------------------------------------------------------------
+
+def headline(report: dict) -> dict:
+    """The few numbers experiments are compared by (reports/metrics/eval.json, short names so that `dvc exp show`
+    fits a terminal): perplexity base and tuned and the verdict of general Turkish (the headline), the
+    validation split and English; each task's verdict (by its first metric); the Turkish answer rate."""
+    sets = {"general": report["turkish_general"]["all"], "validation": report["validation"]["all"],
+            "english": report["english"]["all"]}
+    out = {name: {"base": figures["base"]["perplexity"], "tuned": figures["tuned"]["perplexity"],
+                  "verdict": figures["verdict"]} for name, figures in sets.items()}
+    out["tasks"] = {task: next(iter(measures.values()))["verdict"] for task, measures in report["lm_eval"].items()}
+    out["tasks"].update({task: "skipped" for task in report["lm_eval_skipped"]})
+    if report["generation"]:
+        out["answers_tr"] = report["generation"]["tuned"]["turkish_answer_rate"]
+    return out
+
+
+def regressions(report: dict, margin: float) -> list[str]:
+    """Measures that are worse, beyond noise and by more than `margin` (a share of a perplexity, an absolute
+    score)."""
+    found = []
+    for name in ("turkish_general", "validation", "english"):
+        figures = report[name]["all"]
+        if figures["verdict"] == "worse" and figures["tuned"]["perplexity"] > figures["base"]["perplexity"] * (1 + margin):
+            found.append(f"{name} perplexity {figures['base']['perplexity']:g} -> {figures['tuned']['perplexity']:g}")
+    for task, measures in report["lm_eval"].items():
+        for key, measure in measures.items():
+            if measure["verdict"] == "worse" and abs(measure["delta"]) > margin:
+                found.append(f"{key} {measure['base']:g} -> {measure['tuned']:g}")
+    return found
 
 
 def plot_rows(report: dict) -> dict:
     """Bits per byte of base and tuned per held-out set, as rows `dvc plots` draws as bars (dvc.yaml)."""
-    sets = {name: figures for name, figures in report["validation"].items()} | {"english": report["english"]}
+    sets = {"turkish_general": report["turkish_general"]["all"], **report["validation"],
+            "english": report["english"]["all"]}
     rows = [{"set": f"{name} ({model})", "bits_per_byte": figures[model]["bits_per_byte"]}
             for name, figures in sets.items() for model in ("base", "tuned")]
     return {"bits_per_byte": rows}
@@ -198,33 +300,43 @@ def run(params: Params) -> dict:
     from datasets import load_from_disk
     from peft import PeftModel
 
-    for path in (DATA, ADAPTER):
+    settings = params.evaluate
+    check_lm_eval_tasks(settings)
+    validation = paths.TOKENIZED / "validation"
+    for path in (validation, paths.ADAPTER):
         if not path.exists():
             raise PipelineError(f"{path}: missing; run the stages before evaluate (dvc repro)")
-    dataset = load_from_disk(str(DATA))
-    if params.evaluate.max_rows:
-        dataset = dataset.select(range(min(params.evaluate.max_rows, len(dataset))))
+    dataset = load_from_disk(str(validation))
+    if settings.max_rows:
+        dataset = dataset.select(range(min(settings.max_rows, len(dataset))))
     rows = dataset.select_columns(["input_ids", "labels", "source", "kind"]).to_list()
     tokenizer = load_tokenizer()
-    model = PeftModel.from_pretrained(load_base(), str(ADAPTER)).eval()
+    max_length = params.tokenize.max_seq_length
+    general = text_rows(Path(settings.turkish_general_file), "evaluate.turkish_general_file", tokenizer, max_length)
+    english = text_rows(Path(settings.english_file), "evaluate.english_file", tokenizer, max_length)
+    model = PeftModel.from_pretrained(load_base(), str(paths.ADAPTER)).eval()
 
     groups: dict[str, list[int]] = defaultdict(list)
     for index, row in enumerate(rows):
         groups[f"kind:{row['kind']}"].append(index)
         groups[f"source:{row['source']}"].append(index)
-    report = {"validation": held_out(model, tokenizer, rows, params, dict(sorted(groups.items())))}
-    english = english_rows(Path(params.evaluate.english_file), tokenizer, params.tokenize.max_seq_length)
-    report["english"] = held_out(model, tokenizer, english, params, {})["all"]
-    report["fertility_tokens_per_word"] = fertility(tokenizer, rows)
+    report = {"turkish_general": held_out(model, tokenizer, general, params),
+              "validation": held_out(model, tokenizer, rows, params, dict(sorted(groups.items()))),
+              "english": held_out(model, tokenizer, english, params),
+              "fertility_tokens_per_word": fertility(tokenizer, rows)}
     report["generation"], samples = generation(model, tokenizer, params)
     report["lm_eval"], report["lm_eval_skipped"] = lm_eval_scores(model, tokenizer, params)
-    write_json(REPORT, report)
-    write_json(PLOT, plot_rows(report))
-    write_text(SAMPLES, samples or "# Answers, base vs tuned\n\nNo prompts in evaluate.prompts.\n")
-    validation = report["validation"]["all"]
-    log.info("validation perplexity base %.3f -> tuned %.3f; English %.3f -> %.3f",
-             validation["base"]["perplexity"], validation["tuned"]["perplexity"],
-             report["english"]["base"]["perplexity"], report["english"]["tuned"]["perplexity"])
+    report = {"headline": headline(report), **report}
+    write_json(paths.EVAL_REPORT, report)
+    write_json(paths.metrics("eval"), report["headline"])
+    write_json(paths.EVAL_PLOT, plot_rows(report))
+    write_text(paths.SAMPLES, samples)
+    log.info("headline: %s", json.dumps(report["headline"], ensure_ascii=False))
+    if settings.fail_on_regression is not None:
+        worse = regressions(report, settings.fail_on_regression)
+        if worse:
+            raise PipelineError(f"evaluate.fail_on_regression={settings.fail_on_regression}: worse than the base on "
+                                + "; ".join(worse))
     return report
 
 

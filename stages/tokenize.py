@@ -2,18 +2,20 @@
 
 Texts become BOS + text + EOS, cut into `tokenize.max_seq_length` chunks; chats keep the loss on assistant
 turns only (pipeline.chat) and are dropped, counted, when longer than max_seq_length or refused by the
-template. The train split is then cut to `tokenize.max_train_tokens` (each source's share set by its
-`weight`, rows drawn in a seeded order) and, with `tokenize.packing`, packed best-fit-decreasing into rows of
-max_seq_length whose `seq_lengths` keep the documents apart (TRL turns them into position ids).
+template. Each source's train rows are then cut to the tokens the plan gives it (data/plan/<source>.json; rows
+drawn in a seeded order), so the mix and the cost are the plan's; a source that gave fewer tokens than planned
+(the filter kept fewer rows than its `survival` said) is reported, with the survival to set. With
+`tokenize.packing` the train split is packed best-fit-decreasing into rows of max_seq_length whose
+`seq_lengths` keep the documents apart (TRL turns them into position ids).
 Output: data/tokenized/{train,validation} (HF datasets on disk: input_ids, labels, length, source, kind) and
-reports/tokens.json, with what training on them will cost (params `hardware`).
+reports/tokens.json.
 """
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections import defaultdict
-from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -22,12 +24,10 @@ from pipeline.cpus import usable_cpus
 from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.models import load_tokenizer
-from pipeline.outputs import atomic_dir, write_json
+from pipeline import paths
+from pipeline.atomic import atomic_dir, write_json
 from pipeline.params import Params
 
-IN = Path("data/filtered")
-OUT = Path("data/tokenized")
-REPORT = Path("reports/tokens.json")
 SPLITS = ("train", "validation")
 log = logging.getLogger("tokenize")
 
@@ -74,42 +74,36 @@ def split_report(dataset) -> dict:
     return report
 
 
-def budget(dataset, params: Params, report: dict):
-    """Rows of the train split within tokenize.max_train_tokens, each source's share by its weight;
-    a source with fewer tokens than its share gives all it has. Deterministic: a seeded order per source."""
-    limit = params.tokenize.max_train_tokens
-    if limit is None:
-        return dataset
-    weights = {s.name: s.weight for s in params.data.sources}
+def planned_tokens(sources: list[str]) -> dict[str, int]:
+    tokens = {}
+    for source in sources:
+        plan = paths.plan_file(source)
+        if not plan.is_file():
+            raise PipelineError(f"{plan}: missing; run the plan stage first (dvc repro plan)")
+        tokens[source] = json.loads(plan.read_text())["train_tokens"]
+    return tokens
+
+
+def within_plan(dataset, seed: int, report: dict):
+    """The train rows within each source's planned tokens, drawn in a seeded order (the same rows every run);
+    a source with fewer tokens than planned gives all it has, and its shortfall is reported."""
     columns = dataset.select_columns(["source", "length"]).to_pandas()
-    total_weight = sum(weights.get(name, 1.0) for name in columns["source"].unique())
+    planned = planned_tokens(sorted(columns["source"].unique()))
     chosen = []
     for name, group in columns.groupby("source", sort=True):
-        share = limit * weights.get(name, 1.0) / total_weight
-        order = group.sample(frac=1.0, random_state=params.tokenize.seed)
-        within = order[order["length"].cumsum() <= share]
+        order = group.sample(frac=1.0, random_state=seed)
+        within = order[order["length"].cumsum() <= planned[name]]
         chosen += within.index.tolist()
-        report[name]["budget"] = {"share_tokens": int(share), "rows": len(within),
-                                  "tokens": int(within["length"].sum())}
+        available = int(group["length"].sum())
+        report[name]["plan"] = {"planned_tokens": planned[name], "available_tokens": available,
+                                "kept_tokens": int(within["length"].sum()), "kept_rows": len(within),
+                                "share_of_plan": round(available / max(planned[name], 1), 3)}
+        if available < 0.95 * planned[name]:
+            log.warning("%s gave %d train tokens of the %d planned (%.0f %%): the filter kept fewer rows than "
+                        "data.sources.%s.survival says; lower it (reports/filter.json has the share kept) and "
+                        "run again to read more", name, available, planned[name], 100 * available / planned[name],
+                        name)
     return dataset.select(sorted(chosen))
-
-
-def cost(tokens: int, params: Params) -> dict:
-    """GPU hours and USD for the configured epochs (one epoch when train.max_steps decides) at the measured
-    throughput."""
-    hardware = params.hardware
-    epochs = params.train.num_train_epochs if params.train.max_steps <= 0 else None
-    hours = tokens * (epochs or 1) / (hardware.tokens_per_second * hardware.gpus) / 3600
-    return {
-        "train_tokens_per_epoch": tokens,
-        "epochs": epochs if epochs is not None else "train.max_steps decides; figures are per epoch",
-        "tokens_per_second_per_gpu": hardware.tokens_per_second,
-        "gpus": hardware.gpus,
-        "gpu_hours": round(hours * hardware.gpus, 2),
-        "wall_hours": round(hours, 2),
-        "usd": round(hours * hardware.usd_per_hour, 2),
-        "note": "real (non-padding) tokens at the measured rate of bench/; unpacked variable-length rows run slower",
-    }
 
 
 # A token is ~3.5 bytes of Turkish text, stored as an input id and a label of 8 bytes each: ~5 bytes a byte.
@@ -117,16 +111,17 @@ OUTPUT_BYTES_PER_TEXT_BYTE = 5
 TOKEN_BYTES = 16
 
 
-def expected_bytes(params: Params) -> float:
+def expected_bytes() -> float:
     """Disk tokenizing data/filtered takes beside data/: its uncompressed size (parquet footers) in tokens, once
-    in the datasets cache and once as the output, which `tokenize.max_train_tokens` may cap."""
+    in the datasets cache and once as the output, which the plan's tokens may cap."""
     text = 0
-    for path in IN.rglob("*.parquet"):
+    for path in paths.FILTERED.rglob("*.parquet"):
         metadata = pq.ParquetFile(path).metadata
         text += sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
     everything = text * OUTPUT_BYTES_PER_TEXT_BYTE
-    budget = params.tokenize.max_train_tokens
-    return everything + (min(everything, budget * TOKEN_BYTES) if budget else everything)
+    planned = sum(json.loads(p.read_text())["train_tokens"] for p in paths.PLAN.glob("*.json")
+                  if p.name != "sources.json")
+    return everything + min(everything, planned * TOKEN_BYTES)
 
 
 def run(params: Params) -> dict:
@@ -137,14 +132,15 @@ def run(params: Params) -> dict:
     tokenizer = load_tokenizer()
     max_length = params.tokenize.max_seq_length
     report = {"max_seq_length": max_length, "splits": {}}
-    require_free(OUT.parent, expected_bytes(params), "tokenize (data/filtered)")
+    require_free(paths.TOKENIZED.parent, expected_bytes(), "tokenize (data/filtered)")
     # the datasets cache beside the output, on the disk the preflight checked (a pod's /tmp is often small)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tokenize-cache-", dir=OUT.parent) as cache, atomic_dir(OUT) as out:
+    paths.TOKENIZED.parent.mkdir(parents=True, exist_ok=True)
+    with (tempfile.TemporaryDirectory(prefix=".tokenize-cache-", dir=paths.TOKENIZED.parent) as cache,
+          atomic_dir(paths.TOKENIZED) as out):
         for split in SPLITS:
-            files = sorted(str(p) for p in (IN / split).glob("*.parquet"))
+            files = sorted(str(p) for p in (paths.FILTERED / split).glob("*.parquet"))
             if not files:
-                raise PipelineError(f"{IN / split}: no parquet shards; run the filter stage first")
+                raise PipelineError(f"{paths.FILTERED / split}: no parquet shards; run the filter stage first")
             rows = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=cache)
             # One process per 2,000 rows at most: below that, starting workers costs more than it saves.
             workers = min(usable_cpus(), len(rows) // 2000)
@@ -161,9 +157,10 @@ def run(params: Params) -> dict:
             report["splits"][split] = split_report(tokens)
             kept = tokens.filter(lambda status: status == "ok", input_columns="status").remove_columns("status")
             if split == "train":
-                kept = budget(kept, params, report["splits"][split])
+                kept = within_plan(kept, params.tokenize.seed, report["splits"][split])
             if len(kept) == 0:
-                raise PipelineError(f"tokenize: no {split} rows left (see {REPORT}); raise tokenize.max_seq_length")
+                raise PipelineError(f"tokenize: no {split} rows left (see {paths.TOKENS_REPORT}); "
+                                    "raise tokenize.max_seq_length")
             learned = sum(sum(label != IGNORE for label in labels) for labels in kept["labels"])
             report["splits"][split]["_total"] = {"rows": len(kept), "tokens": sum(kept["length"]), "learned": learned}
             if split == "train" and params.tokenize.packing:
@@ -171,9 +168,7 @@ def run(params: Params) -> dict:
                 kept = pack_dataset(kept.select_columns(["input_ids", "labels"]), max_length, strategy="bfd")
                 report["splits"][split]["_total"]["packed_rows"] = len(kept)
             kept.save_to_disk(str(out / split))
-    report["cost"] = cost(report["splits"]["train"]["_total"]["tokens"], params)
-    write_json(REPORT, report)
-    log.info("cost: %s", report["cost"])
+    write_json(paths.TOKENS_REPORT, report)
     log.info("tokens: %s", {split: r["_total"] for split, r in report["splits"].items()})
     return report
 

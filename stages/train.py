@@ -1,8 +1,10 @@
 """train: LoRA on the base model with TRL's SFTTrainer; QLoRA (4-bit NF4) on CUDA, plain LoRA in fp32 on CPU.
 
 Input: data/tokenized/, models/base/. Output: models/adapter/ (adapter + tokenizer), checkpoints in
-models/checkpoints/ (kept across runs: a stopped run resumes from the last one) and dvclive logs in
-reports/train/. Launch with `accelerate launch -m stages.train` for several GPUs (configs/accelerate/).
+models/checkpoints/ (kept across runs: a stopped run resumes from the last one), reports/train.json and
+reports/metrics/train.json (the whole run's steps, tokens, time and loss, across resumes) and the dvclive
+curves in reports/train/. One process trains here; with `train.num_processes` > 1 (or a DeepSpeed
+`train.accelerate_config`) the stage relaunches itself under `accelerate launch`, one process per GPU.
 """
 from __future__ import annotations
 
@@ -10,11 +12,17 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
-from pathlib import Path
+import subprocess
+import sys
+import time
 
 import torch
+import yaml
+from transformers import TrainerCallback
 from transformers.integrations import DVCLiveCallback
+from transformers.trainer_callback import ExportableState
 
 from pipeline.attention import register_varlen_attention
 from pipeline.disk import require_free
@@ -28,17 +36,33 @@ from pipeline.models import (
     needs_token_type_ids,
     source,
 )
-from pipeline.outputs import atomic_dir, write_json
+from pipeline import paths
+from pipeline.atomic import atomic_dir, write_json
 from pipeline.params import Params
 from pipeline.provenance import environment
 
-DATA = Path("data/tokenized")
-ADAPTER = Path("models/adapter")
-CHECKPOINTS = Path("models/checkpoints")
-LIVE = Path("reports/train")
-REPORT = Path("reports/train.json")
-FINGERPRINT = CHECKPOINTS / "fingerprint.json"
+FINGERPRINT = paths.CHECKPOINTS / "fingerprint.json"
+# what may differ between a stopped run and the run that resumes it: how often it logs, evaluates and saves
+CADENCE = {"logging_steps", "eval_steps", "save_steps"}
 log = logging.getLogger("train")
+
+
+class RunClock(TrainerCallback, ExportableState):
+    """Training time over the whole run: saved in each checkpoint's trainer state and restored on resume
+    (transformers' stateful callbacks), so a resumed run reports its full time, not its last part."""
+
+    def __init__(self, seconds_before: float = 0.0):
+        self.seconds_before = seconds_before
+        self.started = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.monotonic() - self.started
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"seconds_before": self.seconds()}}
 
 
 class LiveCallback(DVCLiveCallback):
@@ -53,16 +77,17 @@ def live_callbacks(resume: bool) -> list:
     try:
         from dvclive import Live
     except ImportError:  # e.g. a bare GPU box running the stage by hand; the project's image has dvclive
-        log.warning("dvclive is not installed: no metrics or plots in %s", LIVE)
+        log.warning("dvclive is not installed: no training curves in %s", paths.TRAIN_LIVE)
         return []
-    return [LiveCallback(Live(str(LIVE), resume=resume, save_dvc_exp=False, dvcyaml=False))]
+    return [LiveCallback(Live(str(paths.TRAIN_LIVE), resume=resume, save_dvc_exp=False, dvcyaml=False))]
 
 
 def fingerprint(params: Params) -> dict:
-    """What a checkpoint must share with this run to be resumed: its params, base model and training data."""
-    data = sorted((str(p.relative_to(DATA)), p.stat().st_size) for p in DATA.rglob("*.arrow"))
+    """What a checkpoint must share with this run to be resumed: its params (but how often it logs, evaluates
+    and saves), base model and training data."""
+    data = sorted((str(p.relative_to(paths.TOKENIZED)), p.stat().st_size) for p in paths.TOKENIZED.rglob("*.arrow"))
     return {
-        "train": params.train.model_dump(),
+        "train": params.train.model_dump(exclude=CADENCE),
         "tokenize": params.tokenize.model_dump(),
         "model": source(),
         "data": hashlib.sha1(json.dumps(data).encode()).hexdigest(),
@@ -72,7 +97,7 @@ def fingerprint(params: Params) -> dict:
 def complete_checkpoints() -> list[Path]:
     """Checkpoints whose saving finished (the trainer state is written last), oldest first: a pod stopped
     in the middle of a save leaves a partial directory, which is skipped."""
-    found = [p for p in CHECKPOINTS.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    found = [p for p in paths.CHECKPOINTS.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
@@ -87,7 +112,7 @@ def resumable_checkpoint(params: Params) -> str | None:
             return None
         checkpoints = complete_checkpoints() if same else []
         return str(checkpoints[-1]) if checkpoints else None
-    if CHECKPOINTS.is_dir():
+    if paths.CHECKPOINTS.is_dir():
         previous = json.loads(FINGERPRINT.read_text()) if FINGERPRINT.exists() else None
         if previous == current:
             checkpoints = complete_checkpoints()
@@ -95,9 +120,9 @@ def resumable_checkpoint(params: Params) -> str | None:
                 log.info("resuming from %s", checkpoints[-1])
                 return str(checkpoints[-1])
         else:
-            log.info("checkpoints in %s belong to other params or data; starting afresh", CHECKPOINTS)
-            shutil.rmtree(CHECKPOINTS)
-    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+            log.info("checkpoints in %s belong to other params or data; starting afresh", paths.CHECKPOINTS)
+            shutil.rmtree(paths.CHECKPOINTS)
+    paths.CHECKPOINTS.mkdir(parents=True, exist_ok=True)
     FINGERPRINT.write_text(json.dumps(current, indent=2, sort_keys=True))
     return None
 
@@ -111,7 +136,7 @@ def load_model(params: Params, cuda: bool):
 
         free, _total = torch.cuda.mem_get_info()
         check_gpu_memory(four_bit_footprint(), free, torch.cuda.get_device_name())
-        # TRL 1.16 no longer calls this itself; it upcasts norms and the embedding to fp32 for stable training.
+        # upcasts norms and the embedding to fp32 for stable training (TRL's trainer does not call it)
         model = prepare_model_for_kbit_training(
             load_base(), use_gradient_checkpointing=params.train.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
@@ -121,6 +146,17 @@ def load_model(params: Params, cuda: bool):
     if params.train.attention == "varlen":
         model.set_attn_implementation(register_varlen_attention())
     return model
+
+
+def check_targets(model, modules: list[str]) -> None:
+    """Every `train.lora_target_modules` name is a layer of the model's language part (PEFT would otherwise
+    stop with a traceback after the model has loaded, or, for some names, train nothing)."""
+    pattern = re.compile(lora_target_regex(modules))
+    found = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if pattern.match(name)}
+    missing = [module for module in modules if module not in found]
+    if missing:
+        raise PipelineError(f"train.lora_target_modules: no module named {', '.join(map(repr, missing))} in the "
+                            f"language model of {model.config.model_type!r}")
 
 
 def cast_to_bf16(model) -> None:
@@ -151,18 +187,19 @@ def run(params: Params) -> dict:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    if not (DATA / "train").is_dir():
-        raise PipelineError(f"{DATA / 'train'}: missing; run the tokenize stage first")
+    if not (paths.TOKENIZED / "train").is_dir():
+        raise PipelineError(f"{paths.TOKENIZED / 'train'}: missing; run the tokenize stage first")
     train = params.train
     cuda = torch.cuda.is_available()
     tokenizer = load_tokenizer()
     # Otherwise TRL's dataset preparation writes cache files into data/tokenized, a DVC output of tokenize.
     datasets.disable_caching()
-    train_rows = datasets.load_from_disk(str(DATA / "train"))
-    validation_rows = datasets.load_from_disk(str(DATA / "validation"))
+    train_rows = datasets.load_from_disk(str(paths.TOKENIZED / "train"))
+    validation_rows = datasets.load_from_disk(str(paths.TOKENIZED / "validation"))
     packed = "seq_lengths" in train_rows.column_names
     checkpoint = resumable_checkpoint(params)
     model = load_model(params, cuda)
+    check_targets(model, train.lora_target_modules)
     # No KV cache in training; with packed rows it must be off for SDPA to mask by position ids.
     model.config.use_cache = False
     lora = LoraConfig(
@@ -173,7 +210,7 @@ def run(params: Params) -> dict:
         task_type="CAUSAL_LM",
     )
     config = SFTConfig(
-        output_dir=str(CHECKPOINTS),
+        output_dir=str(paths.CHECKPOINTS),
         num_train_epochs=train.num_train_epochs,
         max_steps=train.max_steps,
         per_device_train_batch_size=train.per_device_train_batch_size,
@@ -199,11 +236,13 @@ def run(params: Params) -> dict:
         save_total_limit=2,
         logging_steps=train.logging_steps,
         report_to="none",  # dvclive is attached below, with its directory and resume flag
+        include_num_input_tokens_seen="non_padding",  # in the trainer state: counted across resumes
+        restore_callback_states_from_checkpoint=True,  # RunClock's time so far
         seed=train.seed,
         data_seed=train.seed,
         dataloader_num_workers=0,
     )
-    callbacks = []
+    callbacks = [RunClock()]
     if int(os.environ.get("RANK", 0)) == 0:
         callbacks += live_callbacks(resume=checkpoint is not None)
     trainer = SFTTrainer(
@@ -217,34 +256,45 @@ def run(params: Params) -> dict:
     )
     if needs_token_type_ids(model):
         trainer.data_collator = with_token_type_ids(trainer.data_collator)
-    require_free(CHECKPOINTS, checkpoint_bytes(trainer.model) * (config.save_total_limit + 1), "train (checkpoints)")
+    require_free(paths.CHECKPOINTS, checkpoint_bytes(trainer.model) * (config.save_total_limit + 1), "train (checkpoints)")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    report = summary(trainer, result, cuda)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    report = summary(trainer, cuda)
     if trainer.is_world_process_zero():
-        with atomic_dir(ADAPTER) as out:
+        with atomic_dir(paths.ADAPTER) as out:
             trainer.model.save_pretrained(out)
             tokenizer.save_pretrained(out)
-        for callback in callbacks:
-            callback.live.end()
-        write_json(REPORT, report)
-    log.info("train: %s", report)
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, LiveCallback):
+                callback.live.end()
+        write_json(paths.TRAIN_REPORT, report)
+        write_json(paths.metrics("train"), {key: report[key] for key in METRICS})
+    log.info("train: %s", {key: report[key] for key in METRICS})
     return report
 
 
-def summary(trainer, result, cuda: bool) -> dict:
-    """What the run cost: steps, real (non-padding) tokens per second and per GPU, peak GPU memory."""
-    world = trainer.args.world_size
-    tokens = next((entry["num_tokens"] for entry in reversed(trainer.state.log_history) if "num_tokens" in entry), 0)
-    runtime = result.metrics.get("train_runtime", 0.0)
+METRICS = ("train_loss", "eval_loss", "tokens_per_second_per_device", "peak_gpu_memory_gib", "gpu_hours")
+
+
+def summary(trainer, cuda: bool) -> dict:
+    """The whole run, across resumes (the trainer state and RunClock carry it through checkpoints): steps,
+    real (non-padding) tokens, time, GPU-hours, mean logged training loss, last held-out loss, peak memory."""
+    state, world = trainer.state, trainer.args.world_size
+    clock = next(c for c in trainer.callback_handler.callbacks if isinstance(c, RunClock))
+    seconds = clock.seconds()
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    evaluations = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
+    tokens = int(state.num_input_tokens_seen)
     return {
-        "global_step": result.global_step,
-        "train_loss": round(result.training_loss, 5),
-        "runtime_s": round(runtime, 1),
-        "tokens": int(tokens),
-        "tokens_per_second_per_device": round(tokens / runtime / world, 1) if runtime else None,
+        "global_step": state.global_step,
+        "train_loss": round(sum(losses) / len(losses), 5) if losses else None,
+        "eval_loss": round(evaluations[-1], 5) if evaluations else None,
+        "runtime_s": round(seconds, 1),
+        "tokens": tokens,
+        "tokens_per_second_per_device": round(tokens / seconds / world, 1) if seconds else None,
         "devices": world,
+        "gpu_hours": round(seconds * world / 3600, 4) if cuda else None,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "base_model": source(),
@@ -252,7 +302,60 @@ def summary(trainer, result, cuda: bool) -> dict:
     }
 
 
-if __name__ == "__main__":
-    from pipeline.stage import main
+def launched() -> bool:
+    """Whether this process is one of those `accelerate launch` started."""
+    return "LOCAL_RANK" in os.environ
 
-    main(run, __doc__)
+
+def needs_launcher(params: Params) -> bool:
+    path = params.train.accelerate_config
+    try:
+        config = yaml.safe_load(open(path, encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise PipelineError(f"train.accelerate_config: cannot read {path}: {str(exc).splitlines()[0]}") from None
+    return params.train.num_processes > 1 or config.get("distributed_type", "NO") != "NO"
+
+
+def relaunch(params: Params) -> None:
+    """This stage again under `accelerate launch`, one process per GPU; its exit code becomes this one's. Each
+    process reports its own errors in one line; the launcher's restatement of them (a CalledProcessError or
+    torch's ChildFailedError, with tracebacks) is left out."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file",
+               params.train.accelerate_config, "--num_processes", str(params.train.num_processes),
+               "-m", "stages.train"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace")
+    held: list[str] = []  # a traceback, until it shows whose it is
+    for line in process.stderr:
+        if held or line.startswith("Traceback (most recent call last)"):
+            held.append(line)
+            if not line.startswith((" ", "Traceback")):  # the exception line ends the traceback
+                if "ChildFailedError" not in line and "CalledProcessError" not in line:
+                    sys.stderr.writelines(held)
+                held = []
+        elif not line.startswith(("=====", "-----")) and "torch.distributed.elastic" not in line:
+            sys.stderr.write(line)
+    code = process.wait()
+    if code:
+        sys.exit(code if code in (130, 143) else 1)
+
+
+def main() -> None:
+    from pipeline.params import load
+    from pipeline.stage import main as stage_main
+
+    if not launched():
+        try:
+            params = load()
+            launcher = needs_launcher(params)
+        except PipelineError as exc:
+            sys.exit(f"error: {exc}")
+        if launcher:
+            relaunch(params)
+            return
+    stage_main(run, __doc__)
+
+
+
+
+if __name__ == "__main__":
+    main()
