@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt
 
 # The pipeline on the embedded demo: dvc exp run with configs/demo.yaml over params.yaml.
 demo: install
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pipeline.experiment configs/demo.yaml
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.experiment configs/demo.yaml
 	@cat reports/eval.json
 
 test: install
@@ -23,4 +23,4 @@ test: install
 
 # dvc plots show that renders offline (vega inlined): dvc_plots/index.html
 plots: install
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pipeline.plots
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.plots

@@ -5,14 +5,17 @@ with one line naming the key (`ParamsError`).
 """
 from __future__ import annotations
 
+import difflib
+import re
+import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args, get_origin
 
 import yaml
-from pipeline.errors import PipelineError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PARAMS_FILE = Path("params.yaml")
+from pipeline.errors import PipelineError
+from pipeline.paths import PARAMS
 
 SourceFormat = Literal["text", "oscar", "wikipedia", "sharegpt", "alpaca", "aya", "messages"]
 
@@ -31,29 +34,49 @@ class Model(Section):
     gguf_package: Optional[str] = None  # a PyPI package whose assemble() writes a GGUF (the demo's base model)
 
 
-class Source(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+class Budget(Section):
+    """What the run may cost (the plan stage sizes the data to it) and what the hardware does with it."""
+
+    gpu_hours: float = Field(gt=0)  # training time bought: GPUs x hours
+    gpus: int = Field(gt=0)
+    tokens_per_second: float = Field(gt=0)  # real tokens per second per GPU of the default training path (bench/)
+    usd_per_gpu_hour: float = Field(ge=0)
+    read_margin: float = Field(ge=1)  # rows read beyond the plan, in case the filter keeps fewer than stated
+
+
+class Dataset(Section):
+    """Where a source's rows come from and how to read them (prepare)."""
+
     path: str  # Hub dataset id, or a local file, directory or glob of .json/.jsonl/.parquet
     format: SourceFormat
     config: Optional[str] = None
     split: str = "train"
     revision: Optional[str] = None
-    max_samples: Optional[int] = Field(default=None, gt=0)
-    weight: float = Field(default=1.0, gt=0)  # share of tokenize.max_train_tokens, relative to the others
+
+
+class Source(Section):
+    dataset: Dataset
+    # the plan: how much of it to read
+    weight: float = Field(default=1.0, gt=0)  # share of the training tokens, relative to the other sources
+    tokens_per_row: float = Field(gt=0)  # tokens a kept row gives (measured or stated)
+    survival: float = Field(gt=0, le=1)  # share of the rows read that the filter keeps (measured or stated)
+    rows: Optional[int] = Field(default=None, gt=0)  # rows the source has, when known: never plan more
+    max_samples: Optional[int] = Field(default=None, gt=0)  # rows to read, overriding the plan
 
 
 class Data(Section):
-    sources: list[Source] = Field(min_length=1)
+    sources: dict[str, Source] = Field(min_length=1)  # in this order the first copy of a duplicate is kept
     shard_rows: int = Field(gt=0)
     max_bad_fraction: float = Field(ge=0, le=1)
+    seed: int  # which files and row groups a source's sample is drawn from
+    sample_files: int = Field(gt=0)  # a sample spreads over at least this many parquet files of a source
 
     @field_validator("sources")
     @classmethod
-    def names_unique(cls, sources: list[Source]) -> list[Source]:
-        names = [s.name for s in sources]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
+    def names_are_folder_names(cls, sources: dict[str, Source]) -> dict[str, Source]:
+        bad = [name for name in sources if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith(".")]
+        if bad:
+            raise ValueError(f"source names may hold only letters, digits, '_', '.' and '-': {bad}")
         return sources
 
 
@@ -62,12 +85,13 @@ MIN_MARKER_CHARS = 4
 
 class Filter(Section):
     language_detector: Literal["lingua", "langdetect"]
-    candidate_languages: list[str] = Field(min_length=2)  # lingua names; Turkish's neighbours included
-    min_turkish_confidence: float = Field(ge=0, le=1)
-    language_sample_chars: int = Field(ge=50)  # characters from a text's middle that language ID reads
-    non_turkish_letters: str  # letters of Turkic neighbours that Turkish does not write (lower case)
-    min_non_turkish_letters: int = Field(ge=1)  # in a sample, before it can be judged not Turkish by them
-    max_non_turkish_letter_fraction: float = Field(ge=0, le=1)  # of the sample's characters
+    candidate_languages: list[str] = Field(min_length=2)  # lingua names: short texts, names of rejected ones
+    min_turkish_confidence: float = Field(ge=0, le=1)  # the detector's, for texts too short for the letter rules
+    language_sample_chars: int = Field(ge=50)  # characters from a text's middle that the detector reads
+    letter_rule_min_letters: int = Field(ge=1)  # Latin letters a text needs for the letter rules (pipeline.language)
+    min_turkish_letter_fraction: float = Field(ge=0, le=1)  # of a text's Latin letters: ç ğ ı ö ş ü
+    min_foreign_words: int = Field(ge=1)  # distinct uncapitalised words with a letter Turkish does not write
+    max_foreign_word_fraction: float = Field(ge=0, le=1)  # of the words, before such words make it not Turkish
     min_words: int = Field(ge=0)
     max_words: int = Field(gt=0)
     min_mean_word_length: float = Field(ge=0)
@@ -105,16 +129,7 @@ class Filter(Section):
 class Tokenize(Section):
     max_seq_length: int = Field(gt=8)
     packing: bool  # best-fit-decreasing packing of the train split, documents kept apart by position ids
-    max_train_tokens: Optional[int] = Field(default=None, gt=0)  # budget, split by data.sources[].weight
-    seed: int
-
-
-class Hardware(Section):
-    """What a run costs: real tokens per second per GPU of the configured model, and the pod's price."""
-
-    tokens_per_second: float = Field(gt=0)
-    gpus: int = Field(gt=0)
-    usd_per_hour: float = Field(ge=0)
+    seed: int  # which rows of a source are kept when it gives more tokens than planned
 
 
 class Train(Section):
@@ -144,12 +159,14 @@ class Train(Section):
 class Evaluate(Section):
     batch_size: int = Field(gt=0)
     max_rows: Optional[int] = Field(default=None, gt=0)  # of the validation split
+    turkish_general_file: str  # jsonl of {"text"}: general Turkish no training source holds (the headline)
     english_file: str  # jsonl of {"text"}: the non-Turkish held-out set that shows forgetting
     prompts: list[str]  # Turkish prompts answered by base and tuned (reports/samples.md)
     max_new_tokens: int = Field(gt=0)
-    lm_eval_tasks: list[str]  # lm-evaluation-harness task names
+    lm_eval_tasks: list[str]  # lm-evaluation-harness task names (checked against the installed harness)
     lm_eval_include_path: Optional[str] = None  # a folder of local task YAMLs
     lm_eval_limit: Optional[int] = Field(default=None, gt=0)  # documents per task (None: all)
+    fail_on_regression: Optional[float] = Field(default=None, ge=0)  # stop when a measure is worse by more
 
 
 class Export(Section):
@@ -158,10 +175,10 @@ class Export(Section):
 
 class Params(Section):
     model: Model
+    budget: Budget
     data: Data
     filter: Filter
     tokenize: Tokenize
-    hardware: Hardware
     train: Train
     evaluate: Evaluate
     export: Export
@@ -175,16 +192,36 @@ class Params(Section):
         return self
 
 
+def _allowed(loc: tuple) -> list[str]:
+    """The keys the schema allows beside the last part of `loc` (for "did you mean")."""
+    node = Params
+    for part in loc[:-1]:
+        if get_origin(node) is dict:
+            node = get_args(node)[1]
+        elif isinstance(node, type) and issubclass(node, BaseModel) and str(part) in node.model_fields:
+            node = node.model_fields[str(part)].annotation
+        else:
+            return []
+        if type(None) in get_args(node):  # Optional[X] is X here
+            node = next(arg for arg in get_args(node) if arg is not type(None))
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
 def _describe(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    loc = error["loc"]
+    key = ".".join(str(part) for part in loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
+        what = "unknown section" if len(loc) == 1 else "unknown key"
+        close = difflib.get_close_matches(str(loc[-1]), _allowed(loc), n=1)
+        return f"{key}: {what}" + (f" (did you mean {close[0]}?)" if close else "")
     if error["type"] == "missing":
         return f"{key}: missing"
+    if error["type"] == "value_error":  # a cross-field rule: its message says it all (the input is everything)
+        return str(error["msg"]).removeprefix("Value error, ")
     return f"{key}: {error['msg']} (got {error.get('input')!r})"
 
 
-def load(path: Path | str = PARAMS_FILE) -> Params:
+def load(path: Path | str = PARAMS) -> Params:
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -198,10 +235,29 @@ def load(path: Path | str = PARAMS_FILE) -> Params:
 
 
 def validate(raw: object, origin: str) -> Params:
-    """Params from already-parsed YAML; errors name `origin` (the file the values came from) and the key."""
+    """Params from already-parsed YAML; errors name `origin` (the file the values came from) and the key. An
+    unknown key is named first: it is usually a misspelt one, whose "missing" error follows from it."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ParamsError(f"{origin}: {_describe(first)}{more}") from None
+        errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ParamsError(f"{origin}: {_describe(errors[0])}{more}") from None
+
+
+def main() -> None:
+    """`python -m pipeline.params [FILE]`: the check DVC runs first whenever params.yaml changes (its `params`
+    stage), so a typo stops the run before any stage starts, however it was launched."""
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else PARAMS)
+    try:
+        params = load(path)
+        from pipeline.eval_sets import check_lm_eval_tasks
+
+        check_lm_eval_tasks(params.evaluate)
+    except PipelineError as exc:
+        sys.exit(f"error: {exc}")
+    print(f"{path}: valid")
+
+
+if __name__ == "__main__":
+    main()

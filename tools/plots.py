@@ -1,6 +1,6 @@
 """`dvc plots show` that renders offline: the vega scripts inlined into the page instead of loaded from a CDN.
 
-    python -m pipeline.plots [show|diff] [more dvc plots arguments]   (make plots)
+    python -m tools.plots [show|diff] [more dvc plots arguments]   (make plots)
 
 dvc-render's page loads vega, vega-lite and vega-embed from cdn.jsdelivr.net, so it is blank on a machine
 without internet (a pod with egress rules, a laptop offline). The same versions are fetched once from npm

@@ -1,10 +1,10 @@
 """generate: answer Turkish prompts with the base model plus the trained adapter (after `dvc pull`).
 
-    python -m stages.generate "Türkiye'nin başkenti neresidir?" [--max-new-tokens 128] [--base]
+    python -m tools.generate "Türkiye'nin başkenti neresidir?" [--max-new-tokens 128] [--base]
 
 Needs models/base (`dvc pull base_model`) and models/adapter (`dvc pull models/adapter`); for a Hub base model
 models/base holds only the pinned revision and the weights come from the Hub (HF_TOKEN for gated ones).
-Not a pipeline stage: nothing in dvc.yaml depends on it.
+A tool, not a pipeline stage: nothing in dvc.yaml depends on it.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def main() -> None:
         from peft import PeftModel
 
         from pipeline.models import load_base, load_tokenizer
-        from stages.evaluate import ADAPTER, generate
+        from pipeline.paths import ADAPTER
+        from stages.evaluate import generate
 
         if not ADAPTER.exists():
             raise PipelineError(f"{ADAPTER}: missing; fetch it with `dvc pull {ADAPTER}`")
