@@ -56,13 +56,13 @@ def copy_repository(target: Path) -> Path:
 
 def tiny_overlay(project: Path, model_dir: Path) -> Path:
     """configs/demo.yaml with the tiny model in place of the 270M and a few fast steps."""
-    overlay = yaml.safe_load((project / "configs/demo.yaml").read_text())
+    overlay = yaml.safe_load((project / "configs/demo.yaml").read_text(encoding="utf-8"))
     overlay["model"] = {"id": str(model_dir), "gguf_package": None}
     overlay["tokenize"] = {"max_seq_length": 512}  # the tiny tokenizer spends ~3 tokens a word: chats fit
     overlay["train"].update(max_steps=6, per_device_train_batch_size=4, learning_rate=2e-2, eval_steps=3,
                             save_steps=3, logging_steps=1)
     path = project / "tiny.yaml"
-    path.write_text(yaml.safe_dump(overlay, allow_unicode=True))
+    path.write_text(yaml.safe_dump(overlay, allow_unicode=True, sort_keys=False))
     return path
 
 

@@ -7,24 +7,51 @@ import yaml
 
 from pipeline.dedup import Deduplicator
 from pipeline.errors import PipelineError
+from pipeline.judge import Judge, is_validation
 from pipeline.language import TurkishDetector
-from pipeline.experiment import merged
 from pipeline.params import validate
 from stages import filter as filter_stage
-from stages import prepare
+from stages import plan, prepare
 from tests.test_filter import TURKISH, TURKISH_MORE, deduplicator
 from tests.tiny import REPO
+from tools.experiment import merged
 
-DEMO_SOURCES = [
-    {"name": "web", "path": str(REPO / "demo/data/web.jsonl"), "format": "text"},
-    {"name": "wikipedia", "path": str(REPO / "demo/data/wikipedia.parquet"), "format": "wikipedia"},
-    {"name": "openhermes", "path": str(REPO / "demo/data/chats.json"), "format": "sharegpt"},
-]
+
+def source(path, format="text", **plan_figures) -> dict:
+    """One entry of data.sources; the plan's figures large enough that a test's file is read whole."""
+    return {"dataset": {"path": str(path), "format": format}, "tokens_per_row": 100, "survival": 1.0,
+            **plan_figures}
+
+
+DEMO_SOURCES = {
+    "web": source(REPO / "demo/data/web.jsonl"),
+    "wikipedia": source(REPO / "demo/data/wikipedia.parquet", "wikipedia"),
+    "openhermes": source(REPO / "demo/data/chats.json", "sharegpt"),
+}
+
+
+# the evaluation files by absolute path: tests run the stages in a folder of their own
+EVALUATION = {"evaluate": {"turkish_general_file": str(REPO / "configs/eval/turkish_general.jsonl"),
+                           "english_file": str(REPO / "configs/eval/english.jsonl")}}
+
+
+def params_raw(overlay: dict) -> dict:
+    """params.yaml with the overlay laid over it (and the evaluation files by absolute path)."""
+    return merged(merged(yaml.safe_load((REPO / "params.yaml").read_text()), EVALUATION), overlay)
 
 
 def params_with(overlay: dict):
-    raw = merged(yaml.safe_load((REPO / "params.yaml").read_text()), overlay)
-    return validate(raw, "test")
+    return validate(params_raw(overlay), "test")
+
+
+def prepare_all(params) -> dict:
+    """plan, then prepare@<source> for every source: each source's report."""
+    plan.run(params)
+    return {name: prepare.run(params, name) for name in params.data.sources}
+
+
+def judge_for(params, contamination, dedup) -> Judge:
+    return Judge(params.filter, TurkishDetector(params.filter), contamination, (dedup.bands, dedup.rows))
 
 
 @pytest.fixture
@@ -36,15 +63,14 @@ def workdir(tmp_path, monkeypatch):
 def test_too_many_bad_rows_stop_with_file_line_and_keep_previous_output(workdir):
     good = workdir / "good.jsonl"
     good.write_text(json.dumps({"id": 1, "text": TURKISH}) + "\n")
-    prepare.run(params_with({"data": {"sources": [{"name": "web", "path": str(good), "format": "text"}]}}))
+    prepare_all(params_with({"data": {"sources": {"web": source(good)}}}))
     before = sorted(p.read_bytes() for p in (workdir / "data/prepared").rglob("*.parquet"))
 
     bad = workdir / "bad.jsonl"
     bad.write_text(json.dumps({"id": 1, "text": TURKISH}) + "\n" + '{"id": 2, "text": ' + "\n")
-    params = params_with({"data": {"sources": [{"name": "web", "path": str(bad), "format": "text"}],
-                                   "max_bad_fraction": 0.1}})
+    params = params_with({"data": {"sources": {"web": source(bad)}, "max_bad_fraction": 0.1}})
     with pytest.raises(PipelineError, match=rf"1 of 2 rows are bad.*first: {bad}:2: malformed JSON"):
-        prepare.run(params)
+        prepare.run(params, "web")
     after = sorted(p.read_bytes() for p in (workdir / "data/prepared").rglob("*.parquet"))
     assert after == before  # the failed run left the previous output as it was
     assert not [p for p in (workdir / "data").iterdir() if p.name.startswith(".")]  # no temporary left
@@ -53,23 +79,26 @@ def test_too_many_bad_rows_stop_with_file_line_and_keep_previous_output(workdir)
 def test_bad_rows_under_the_threshold_are_counted_and_skipped(workdir):
     path = workdir / "web.jsonl"
     path.write_text("\n".join([json.dumps({"id": i, "text": TURKISH + f" {i}"}) for i in range(9)] + ["{oops"]))
-    report = prepare.run(params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}],
-                                               "max_bad_fraction": 0.2}}))
-    assert report["sources"]["web"] | {"skipped": {}} == {"read": 10, "kept": 9, "bad": 1, "skipped": {},
-                                                         "shards": 1}
+    report = prepare_all(params_with({"data": {"sources": {"web": source(path)}, "max_bad_fraction": 0.2}}))["web"]
+    assert {key: report[key] for key in ("read", "kept", "bad", "skipped", "shards")} == {
+        "read": 10, "kept": 9, "bad": 1, "skipped": {}, "shards": 1}
 
 
-def test_max_samples_keeps_the_first_rows_in_source_order(workdir):
-    path = workdir / "web.jsonl"
-    path.write_text("\n".join([json.dumps({"id": i, "text": TURKISH + f" {i}"}) for i in range(9)]))
-    source = {"name": "web", "path": str(path), "format": "text", "max_samples": 3}
-    report = prepare.run(params_with({"data": {"sources": [source]}}))
-    assert (report["sources"]["web"]["read"], report["sources"]["web"]["kept"]) == (3, 3)
+def test_max_samples_reads_a_seeded_sample_spread_over_the_source(workdir):
     import pyarrow.parquet as pq
 
-    ids = [row["id"] for shard in sorted((workdir / "data/prepared/web").glob("*.parquet"))
-           for row in pq.read_table(shard, columns=["id"]).to_pylist()]
-    assert ids == ["0", "1", "2"]
+    path = workdir / "web.jsonl"
+    path.write_text("\n".join([json.dumps({"id": i, "text": TURKISH + f" {i}"}) for i in range(400)]))
+
+    def ids(seed):
+        report = prepare_all(params_with({"data": {"sources": {"web": source(path, max_samples=40)}, "seed": seed}}))
+        return report["web"]["read"], [int(row["id"]) for shard in sorted((workdir / "data/prepared/web").glob("*"))
+                                       for row in pq.read_table(shard, columns=["id"]).to_pylist()]
+
+    read, first = ids(0)
+    assert 20 <= read <= 60 and len(first) == read  # a seeded share of the rows, ~40
+    assert first != list(range(read)) and max(first) > 300  # not the first rows: from the whole file
+    assert ids(0) == (read, first) and ids(1)[1] != first  # the same sample for a seed, another for another
 
 
 def test_json_escaped_surrogates_are_counted_as_bad_rows_not_a_crash(workdir):
@@ -77,14 +106,13 @@ def test_json_escaped_surrogates_are_counted_as_bad_rows_not_a_crash(workdir):
     path = workdir / "web.jsonl"
     path.write_text("\n".join([json.dumps({"id": i, "text": TURKISH + f" {i}"}) for i in range(9)]
                               + ['{"id": 9, "text": "Merhaba \\ud800 dünya"}']))
-    report = prepare.run(params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}],
-                                               "max_bad_fraction": 0.2}}))
-    assert (report["sources"]["web"]["kept"], report["sources"]["web"]["bad"]) == (9, 1)
+    report = prepare_all(params_with({"data": {"sources": {"web": source(path)}, "max_bad_fraction": 0.2}}))["web"]
+    assert (report["kept"], report["bad"]) == (9, 1)
 
 
 def test_filter_outputs_are_byte_identical_across_runs(workdir):
     params = params_with({"data": {"sources": DEMO_SOURCES}, "filter": {"validation_fraction": 0.15}})
-    prepare.run(params)
+    prepare_all(params)
     first = filter_stage.run(params)
     snapshot = {p.relative_to(workdir): p.read_bytes() for p in (workdir / "data/filtered").rglob("*.parquet")}
     second = filter_stage.run(params)
@@ -100,18 +128,26 @@ def test_training_rows_sharing_13_words_with_evaluation_texts_are_dropped(workdi
             {"id": "leaks-benchmark", "text": "Bir hikaye anlatayım. " + TURKISH_MORE + " Sonra uyuduk ve dinlendik."}]
     path = workdir / "web.jsonl"
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
-    params = params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}]},
+    params = params_with({"data": {"sources": {"web": source(path)}},
                           "filter": {"decontamination_files": [str(benchmark)], "validation_fraction": 0.01,
                                      "min_words": 5}})
-    prepare.run(params)
-    contamination = filter_stage.evaluation_ngrams(filter_stage.source_dirs(params), params)
-    detector = TurkishDetector(params.filter)
-    prepared = [dict(r, source="web", kind="text", messages=None, meta=None) for r in rows]
-    counts = Counter()
-    kept = list(filter_stage.filter_rows(prepared, params, detector, deduplicator(workdir / "dedup"), contamination,
-                                         counts))
+    kept, counts = filtered_here(params, rows, workdir)
     assert [row["id"] for _, row in kept] == ["clean"]
     assert counts == {"decontamination": 1, "kept_train": 1}
+
+
+def filtered_here(params, rows: list[dict], workdir) -> tuple[list, Counter]:
+    """The filter's judge and dedup in this process over `rows` of source "web", after prepare."""
+    from pipeline.eval_sets import evaluation_files
+
+    prepare_all(params)
+    shards = [shard for _, shard, _ in filter_stage.input_shards(["web"])]
+    contamination = filter_stage.evaluation_ngrams(shards, params.filter, evaluation_files(params))
+    dedup = deduplicator(workdir / "dedup")
+    counts = Counter()
+    prepared = [dict(r, source="web", kind="text", messages=None, meta=None) for r in rows]
+    kept = list(filter_stage.filter_rows(prepared, judge_for(params, contamination, dedup), dedup, counts, Counter()))
+    return kept, counts
 
 
 def test_the_local_lm_eval_tasks_evaluate_runs_are_decontaminated_against(workdir):
@@ -129,24 +165,18 @@ def test_the_local_lm_eval_tasks_evaluate_runs_are_decontaminated_against(workdi
             {"id": "leaks-benchmark", "text": "Bir hikaye anlatayım. " + TURKISH_MORE + " Sonra uyuduk ve dinlendik."}]
     path = workdir / "web.jsonl"
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
-    params = params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}]},
+    params = params_with({"data": {"sources": {"web": source(path)}},
                           "filter": {"validation_fraction": 0.01, "min_words": 5},
                           "evaluate": {"lm_eval_tasks": ["tr_hikaye", "belebele_tur_Latn"],
                                        "lm_eval_include_path": "tasks"}})
-    prepare.run(params)
-    contamination = filter_stage.evaluation_ngrams(filter_stage.source_dirs(params), params)
-    assert (contamination.texts, contamination.short) == (1, 0)
-    counts = Counter()
-    prepared = [dict(r, source="web", kind="text", messages=None, meta=None) for r in rows]
-    kept = list(filter_stage.filter_rows(prepared, params, TurkishDetector(params.filter),
-                                         deduplicator(workdir / "dedup"), contamination, counts))
+    kept, counts = filtered_here(params, rows, workdir)
     assert [row["id"] for _, row in kept] == ["clean"] and counts["decontamination"] == 1
 
 
 def assert_filter_stops(workdir, overlay: dict, message: str) -> None:
     """The demo sources prepared, the filter stops with `message` and leaves no partial output."""
     params = params_with({"data": {"sources": DEMO_SOURCES}, **overlay})
-    prepare.run(params)
+    prepare_all(params)
     with pytest.raises(PipelineError, match=message):
         filter_stage.run(params)
     assert not (workdir / "data" / ".filtered.partial").exists()
@@ -171,7 +201,7 @@ def test_the_filter_report_says_what_it_decontaminated_against(workdir):
     benchmark.write_text(json.dumps({"question": "Kısa bir soru mu?", "passage": TURKISH_MORE}) + "\n")
     params = params_with({"data": {"sources": DEMO_SOURCES}, "filter": {"decontamination_files": [str(benchmark)],
                                                                         "validation_fraction": 0.15}})
-    prepare.run(params)
+    prepare_all(params)
     report = filter_stage.run(params)["decontamination"]
     assert report["files"] == [str(benchmark)] and report["shorter_than_13_words"] >= 1
     assert f"and {benchmark}" in (workdir / "reports/data.md").read_text()
@@ -179,14 +209,14 @@ def test_the_filter_report_says_what_it_decontaminated_against(workdir):
 
 def test_validation_rows_protect_themselves_from_training_copies(workdir):
     ids = [str(i) for i in range(40)]
-    validation = next(i for i in ids if filter_stage.is_validation({"source": "web", "id": i}, 0.5))
-    train = next(i for i in ids if not filter_stage.is_validation({"source": "web", "id": i}, 0.5))
+    validation = next(i for i in ids if is_validation({"source": "web", "id": i}, 0.5))
+    train = next(i for i in ids if not is_validation({"source": "web", "id": i}, 0.5))
     path = workdir / "web.jsonl"
     path.write_text(json.dumps({"id": validation, "text": TURKISH + " " + TURKISH_MORE}) + "\n"
                     + json.dumps({"id": train, "text": "Önsöz yerine. " + TURKISH_MORE}) + "\n")
-    params = params_with({"data": {"sources": [{"name": "web", "path": str(path), "format": "text"}]},
+    params = params_with({"data": {"sources": {"web": source(path)}},
                           "filter": {"validation_fraction": 0.5, "min_words": 5, "near_dedup_threshold": 0.9}})
-    prepare.run(params)
+    prepare_all(params)
     with pytest.raises(PipelineError, match="kept 0 train"):
         filter_stage.run(params)
 
@@ -197,8 +227,8 @@ def test_an_impossible_near_dedup_threshold_names_the_param(tmp_path):
 
 
 def test_prepare_report_records_code_and_library_versions(workdir):
-    params = params_with({"data": {"sources": DEMO_SOURCES[:1]}})
-    provenance = prepare.run(params)["provenance"]
+    params = params_with({"data": {"sources": {"web": DEMO_SOURCES["web"]}}})
+    provenance = prepare_all(params)["web"]["provenance"]
     assert provenance["libraries"]["transformers"] and provenance["libraries"]["datasets"]
     assert provenance["python"].count(".") == 2
     assert set(provenance["git"]) == {"commit", "dirty"}
@@ -231,25 +261,39 @@ def test_a_huge_row_is_read_and_dropped_by_its_rule_not_the_stage(workdir):
     huge = ("Bu çok uzun bir cümledir ve tekrar eder. " * 150_000)[:5_000_000]  # 5 MB, ~800k words
     path = workdir / "huge.jsonl"
     path.write_text(json.dumps({"id": "huge", "text": huge}) + "\n")
-    params = params_with({"data": {"sources": [{"name": "huge", "path": str(path), "format": "text"},
-                                               *DEMO_SOURCES]},
+    params = params_with({"data": {"sources": {"huge": source(path), **DEMO_SOURCES}},
                           "filter": {"validation_fraction": 0.15}})
-    assert prepare.run(params)["sources"]["huge"]["kept"] == 1
+    assert prepare_all(params)["huge"]["kept"] == 1
     report = filter_stage.run(params)["sources"]["huge"]
     assert report["dropped"] == {"word_count": 1}  # over filter.max_words
 
 
-def test_a_dropped_stream_keeps_the_partial_work_and_bad_input_does_not(workdir):
+def test_a_dropped_download_or_a_stop_keeps_finished_units_and_bad_input_does_not(workdir):
     from pipeline.errors import RetryableError
-    from pipeline.outputs import resumable_dir
+    from pipeline.journal import Journal
 
-    for error, kept in ((RetryableError("the Hub stream broke"), True), (PipelineError("too many bad rows"), False)):
+    def interrupted(error: BaseException, unit: str) -> None:
         with pytest.raises(type(error)):
-            with resumable_dir(workdir / "out", {"params": 1}) as work:
-                (work / "part-00000.parquet").write_text("a completed shard")
+            with Journal(workdir / "out", {"params": 1}) as journal:
+                (journal.work / f"part-{unit}.parquet").write_text("a completed shard")
+                journal.done(unit, {"rows": 1})
                 raise error
-        assert (workdir / ".out.partial/part-00000.parquet").exists() is kept
-        assert not (workdir / "out").exists()
+
+    interrupted(RetryableError("a download broke"), "00000")
+    interrupted(KeyboardInterrupt(), "00001")
+    assert not (workdir / "out").exists()
+    with Journal(workdir / "out", {"params": 2}) as journal:  # other params: nothing is reused
+        assert journal.record("00000") is None
+    assert not list((workdir / "out").iterdir())
+
+    interrupted(KeyboardInterrupt(), "00000")
+    with Journal(workdir / "out", {"params": 1}) as journal:  # the same params: the unit is found done
+        assert journal.record("00000") == {"rows": 1}
+    assert (workdir / "out/part-00000.parquet").exists() and not (workdir / "out/.journal").exists()
+
+    interrupted(PipelineError("too many bad rows"), "00002")  # running again would fail the same way
+    assert not (workdir / ".out.partial").exists()
+    assert (workdir / "out/part-00000.parquet").exists()  # the last good output stays
 
 
 @pytest.mark.parametrize("background", [False, True])
@@ -257,10 +301,11 @@ def test_shard_writer_gathers_arrow_tables_into_row_groups_and_cuts_shards(tmp_p
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline import outputs
-    from pipeline.outputs import ROWS, ShardWriter
+    from pipeline import shards as shards_module
+    from pipeline.rows import ROWS
+    from pipeline.shards import ShardWriter
 
-    monkeypatch.setattr(outputs, "ROW_GROUP", 4)
+    monkeypatch.setattr(shards_module, "ROW_GROUP", 4)
     rows = [{"id": str(i), "source": "web", "kind": "text", "text": f"metin {i}"} for i in range(23)]
     writer = ShardWriter(tmp_path, shard_rows=10, stem="part-00000", background=background)
     writer.add(rows[0])  # a buffered row goes out before the tables that follow it
@@ -280,7 +325,7 @@ def test_shard_writer_gathers_arrow_tables_into_row_groups_and_cuts_shards(tmp_p
 def test_a_background_shard_writers_error_reaches_the_caller(tmp_path):
     import pyarrow as pa
 
-    from pipeline.outputs import ShardWriter
+    from pipeline.shards import ShardWriter
 
     writer = ShardWriter(tmp_path, shard_rows=10, background=True)
     wrong = pa.table({"id": ["1"]})  # not the writer's schema: its thread fails to write it

@@ -21,8 +21,9 @@ def test_the_committed_params_are_the_seed_run_on_gemma_3_27b(params):
     t = params.train
     assert (t.num_train_epochs, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (3, 4, 8)
     assert (t.learning_rate, t.lora_r, t.lora_alpha) == (2e-4, 16, 16)
-    assert [s.path for s in params.data.sources] == [
+    assert [s.dataset.path for s in params.data.sources.values()] == [
         "wikimedia/wikipedia", "HuggingFaceFW/fineweb-2", "teknium/OpenHermes-2.5", "CohereLabs/aya_dataset"]
+    assert 10 <= params.budget.gpu_hours <= 30 and params.budget.gpus == 1  # one B200 for 10-30 hours
 
 
 def test_varlen_attention_without_packing_is_refused(tmp_path):
@@ -33,7 +34,26 @@ def test_varlen_attention_without_packing_is_refused(tmp_path):
 
 def test_unknown_key_is_named(tmp_path):
     path = write(tmp_path, lambda raw: raw["train"].update(lora_rank=8))
-    with pytest.raises(ParamsError, match=r"train\.lora_rank: unknown key"):
+    with pytest.raises(ParamsError, match=r"train\.lora_rank: unknown key \(did you mean lora_r\?\)$"):
+        load(path)
+
+
+def test_a_misspelt_key_is_named_before_the_missing_key_it_causes(tmp_path):
+    path = write(tmp_path, lambda raw: raw["train"].update(lora_rr=raw["train"].pop("lora_r")))
+    with pytest.raises(ParamsError, match=r"params.yaml: train\.lora_rr: unknown key \(did you mean lora_r\?\) "
+                                          r"\(and 1 more\)$"):
+        load(path)
+
+
+def test_a_misspelt_section_is_named(tmp_path):
+    path = write(tmp_path, lambda raw: raw.update(trian={"lora_r": 32}))
+    with pytest.raises(ParamsError, match=r"trian: unknown section \(did you mean train\?\)$"):
+        load(path)
+
+
+def test_a_misspelt_source_key_is_named(tmp_path):
+    path = write(tmp_path, lambda raw: raw["data"]["sources"]["aya"].update(wieght=2))
+    with pytest.raises(ParamsError, match=r"data\.sources\.aya\.wieght: unknown key \(did you mean weight\?\)$"):
         load(path)
 
 
@@ -44,15 +64,23 @@ def test_wrong_type_is_named(tmp_path):
 
 
 def test_unknown_source_format_is_named(tmp_path):
-    path = write(tmp_path, lambda raw: raw["data"]["sources"][0].update(format="csv"))
-    with pytest.raises(ParamsError, match=r"data\.sources\.0\.format"):
+    path = write(tmp_path, lambda raw: raw["data"]["sources"]["wikipedia"]["dataset"].update(format="csv"))
+    with pytest.raises(ParamsError, match=r"data\.sources\.wikipedia\.dataset\.format"):
         load(path)
 
 
-def test_duplicate_source_names_are_refused(tmp_path):
-    path = write(tmp_path, lambda raw: raw["data"]["sources"][1].update(name="wikipedia"))
-    with pytest.raises(ParamsError, match="repeated: wikipedia"):
+def test_a_source_name_that_is_no_folder_name_is_refused(tmp_path):
+    path = write(tmp_path, lambda raw: raw["data"]["sources"].update({"my web": raw["data"]["sources"].pop("aya")}))
+    with pytest.raises(ParamsError, match=r"source names may hold only letters.*'my web'"):
         load(path)
+
+
+def test_a_cross_field_error_is_one_line_without_the_params(tmp_path):
+    path = write(tmp_path, lambda raw: raw["tokenize"].update(packing=False))
+    with pytest.raises(ParamsError) as error:
+        load(path)
+    assert str(error.value) == (f"{path}: train.attention: varlen needs packed rows (tokenize.packing: true); "
+                                "use sdpa")
 
 
 def test_broken_yaml_names_the_line(tmp_path):
@@ -60,3 +88,21 @@ def test_broken_yaml_names_the_line(tmp_path):
     path.write_text("train:\n  lora_r: [1\n")
     with pytest.raises(ParamsError, match=r"params.yaml: line \d+ not valid YAML"):
         load(path)
+
+
+def test_the_check_stage_names_a_task_that_lm_eval_does_not_have(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(tmp_path, lambda raw: raw["evaluate"].update(lm_eval_tasks=["xcopa_tr", "TurkishMMLU"]))
+    result = subprocess.run([sys.executable, "-m", "pipeline.params", str(path)], capture_output=True, text=True,
+                            cwd=REPO)
+    assert result.returncode != 0
+    assert result.stderr.strip() == ("error: evaluate.lm_eval_tasks: 'TurkishMMLU' is not an lm-eval task "
+                                     "(did you mean turkishmmlu?)")
+
+
+def test_every_default_lm_eval_task_exists(params):
+    from pipeline.eval_sets import check_lm_eval_tasks
+
+    check_lm_eval_tasks(params.evaluate)  # raises, naming the task, if one does not

@@ -59,7 +59,7 @@ def pushed(tmp_path_factory, tiny_model_dir, s3):
     sh("dvc", "remote", "modify", "storage", "url", f"s3://{BUCKET}/store", cwd=project)
     sh("dvc", "remote", "modify", "storage", "endpointurl", s3, cwd=project)
     overlay = tiny_overlay(project, tiny_model_dir)
-    sh(sys.executable, "-m", "pipeline.experiment", str(overlay), cwd=project, env=SECRETS)
+    sh(sys.executable, "-m", "tools.experiment", str(overlay), cwd=project, env=SECRETS)
     sh("dvc", "push", cwd=project, env=SECRETS)
     sh("git", "add", "-A", cwd=project)
     sh("git", *GIT_USER, "commit", "-qm", "demo run", cwd=project)
@@ -89,7 +89,7 @@ def test_fresh_clone_pulls_only_the_adapter_with_identical_hashes(pushed, tmp_pa
     # a documented command answers a Turkish prompt from base + pulled adapter (the base comes from the cache
     # here; on a laptop `dvc pull base_model` or the Hub supplies it)
     sh("dvc", "pull", "base_model", cwd=clone, env=SECRETS)
-    answer = sh(sys.executable, "-m", "stages.generate", "Ankara nerede?", "--max-new-tokens", "5", cwd=clone)
+    answer = sh(sys.executable, "-m", "tools.generate", "Ankara nerede?", "--max-new-tokens", "5", cwd=clone)
     assert answer.stdout.startswith("> Ankara nerede?\n")
 
 
@@ -135,7 +135,7 @@ def test_experiments_run_queue_show_apply_and_push(pushed, tmp_path):
     for name, rank in (("wide", 32), ("narrow", 8)):
         data = experiments[name]["data"]
         assert data["params"]["params.yaml"]["data"]["train"]["lora_r"] == rank
-        assert "validation" in data["metrics"]["reports/eval.json"]["data"]
+        assert "general" in data["metrics"]["reports/metrics/eval.json"]["data"]
 
     sh("dvc", "exp", "apply", "narrow", cwd=pushed)
     assert "lora_r: 8" in (pushed / "params.yaml").read_text()

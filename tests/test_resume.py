@@ -1,5 +1,5 @@
-"""Killed with SIGKILL, a stage resumes (train from its last checkpoint, prepare and filter from their last
-completed shard) and ends where an uninterrupted run ends."""
+"""Killed with SIGKILL, a stage resumes (train from its last checkpoint, prepare from its last file read, filter
+from its last completed shard) and ends where an uninterrupted run ends."""
 import json
 import os
 import shutil
@@ -14,9 +14,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pipeline.experiment import merged
-from stages import base_model, filter as filter_stage, prepare, tokenize
-from tests.test_data_stages import DEMO_SOURCES, params_with
+from stages import base_model, filter as filter_stage, plan, prepare, tokenize
+from tests.test_data_stages import DEMO_SOURCES, params_raw, params_with, prepare_all, source
 from tests.tiny import REPO
 
 TRAIN = {"max_steps": 30, "save_steps": 3, "eval_steps": 1000, "logging_steps": 1, "learning_rate": 1e-2,
@@ -29,22 +28,27 @@ def tokenized(tmp_path, monkeypatch, tiny_model_dir):
     overlay = {"model": {"id": str(tiny_model_dir), "gguf_package": None}, "data": {"sources": DEMO_SOURCES},
                "filter": {"validation_fraction": 0.15}, "tokenize": {"max_seq_length": 128}, "train": TRAIN}
     params = params_with(overlay)
-    for stage in (base_model, prepare, filter_stage, tokenize):
+    base_model.run(params)
+    prepare_all(params)
+    for stage in (filter_stage, tokenize):
         stage.run(params)
-    # the stage's command line reads ./params.yaml, as under dvc repro
-    defaults = yaml.safe_load((REPO / "params.yaml").read_text())
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged(defaults, overlay), allow_unicode=True))
+    write_params(overlay)
     return tmp_path
 
 
-def stage_process(name: str) -> subprocess.Popen:
+def write_params(overlay: dict) -> None:
+    """./params.yaml with the overlay laid over the defaults: what a stage's command line reads."""
+    Path("params.yaml").write_text(yaml.safe_dump(params_raw(overlay), allow_unicode=True, sort_keys=False))
+
+
+def stage_process(name: str, *arguments: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", f"stages.{name}"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", f"stages.{name}", *arguments], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def finish(name: str) -> str:
-    process = stage_process(name)
+def finish(name: str, *arguments: str) -> str:
+    process = stage_process(name, *arguments)
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output[-3000:]
     return output
@@ -87,10 +91,29 @@ def test_checkpoints_of_other_params_are_not_resumed(tokenized):
     finish("train")
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["train"]["lora_r"] = 4
-    Path("params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    Path("params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     output = finish("train")
     assert "belong to other params or data; starting afresh" in output
     assert "resuming" not in output
+
+
+def test_a_resumed_run_reports_the_whole_run_and_cadence_changes_keep_the_checkpoints(tokenized):
+    finish("train")
+    whole = json.loads(Path("reports/train.json").read_text())
+    shutil.rmtree("models/checkpoints")
+    shutil.rmtree("models/adapter")
+    kill_when(stage_process("train"), Path("models/checkpoints/checkpoint-15/trainer_state.json").exists)
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["train"].update(logging_steps=2, eval_steps=500)  # how often it logs and evaluates: not the result
+    Path("params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    output = finish("train")
+    assert "resuming from models/checkpoints/checkpoint-" in output
+    resumed = json.loads(Path("reports/train.json").read_text())
+    assert resumed["global_step"] == whole["global_step"] == 30
+    assert resumed["tokens"] == whole["tokens"] > 0  # every step's tokens, not only the resumed part's
+    assert resumed["runtime_s"] >= 0.5 * whole["runtime_s"]
+    metrics = json.loads(Path("reports/metrics/train.json").read_text())
+    assert metrics["train_loss"] == resumed["train_loss"] and resumed["train_loss"] > 0
 
 
 def snapshot(directory: str) -> dict:
@@ -103,51 +126,51 @@ def stamps(paths) -> dict:
 
 @pytest.fixture
 def many_shards(tmp_path, monkeypatch):
-    """A web source of 3,000 generated pages (Turkish, Azerbaijani, English...) cut into shards of 20 rows."""
+    """A web source of 3,000 generated pages (Turkish, Azerbaijani, English...) in 30 files, prepared into
+    shards of 20 rows."""
     from bench.filter_throughput import corpus
 
     monkeypatch.chdir(tmp_path)
-    with open("web.jsonl", "w", encoding="utf-8") as handle:
-        for i, (label, text) in enumerate(corpus(3000, seed=1)):
+    Path("web").mkdir()
+    for i, (label, text) in enumerate(corpus(3000, seed=1)):
+        with open(f"web/{i // 100:03d}.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"id": f"{label}-{i}", "text": text}, ensure_ascii=False) + "\n")
-    overlay = {"data": {"sources": [{"name": "web", "path": "web.jsonl", "format": "text"}], "shard_rows": 20},
-               "filter": {"validation_fraction": 0.05}}
-    defaults = yaml.safe_load((REPO / "params.yaml").read_text())
-    Path("params.yaml").write_text(yaml.safe_dump(merged(defaults, overlay), allow_unicode=True))
+    write_params({"data": {"sources": {"web": source("web")}, "shard_rows": 20}, "filter": {"validation_fraction": 0.05}})
+    finish("plan")
     return tmp_path
 
 
-def test_sigkill_in_prepare_keeps_completed_shards_and_ends_as_an_uninterrupted_run(many_shards):
-    finish("prepare")
+def test_sigkill_in_prepare_keeps_the_files_read_and_ends_as_an_uninterrupted_run(many_shards):
+    finish("prepare", "web")
     reference = snapshot("data/prepared")
     shutil.rmtree("data/prepared")
 
-    state = Path("data/.prepared.partial/.state/web.json")
-    process = stage_process("prepare")
-    kill_when(process, lambda: state.is_file() and json.loads(state.read_text())["shards"] >= 10)
-    shards = json.loads(state.read_text())["shards"]
-    assert not Path("data/prepared").exists()
-    done = [Path(f"data/.prepared.partial/web/part-{i:05d}.parquet") for i in range(shards)]
+    journal = Path("data/prepared/.web.partial/.journal")
+    process = stage_process("prepare", "web")
+    kill_when(process, lambda: len(list(journal.glob("unit-*.json"))) >= 10)
+    units = sorted(int(p.stem.split("-")[1]) for p in journal.glob("unit-*.json"))
+    assert not Path("data/prepared/web").exists()
+    done = [p for p in Path("data/prepared/.web.partial").glob("part-*.parquet") if int(p.name[5:10]) in units]
     before = stamps(done)
 
-    output = finish("prepare")
-    assert f"resuming after {shards * 20} records in {shards} shards" in output
-    assert stamps(Path(str(p).replace(".prepared.partial", "prepared")) for p in done) == {
-        str(p).replace(".prepared.partial", "prepared"): stamp for p, stamp in before.items()}  # not redone
+    output = finish("prepare", "web")
+    assert f"({len(units)} units done)" in output
+    moved = {str(p).replace(".web.partial", "web"): stamp for p, stamp in before.items()}
+    assert stamps(Path(p) for p in moved) == moved  # the files read before were not read again
     assert snapshot("data/prepared") == reference
-    assert not Path("data/.prepared.partial").exists()
+    assert not Path("data/prepared/.web.partial").exists()
 
 
 def test_sigkill_in_filter_keeps_completed_shards_and_ends_as_an_uninterrupted_run(many_shards):
-    finish("prepare")
+    finish("prepare", "web")
     finish("filter")
     reference, report = snapshot("data/filtered"), Path("reports/filter.json").read_text()
     shutil.rmtree("data/filtered")
 
-    state = Path("data/.filtered.partial/.state")
+    state = Path("data/.filtered.partial/.journal")
     process = stage_process("filter")
-    kill_when(process, lambda: len(list(state.glob("done-*.json"))) >= 10)
-    done = sorted(int(p.stem.split("-")[1]) for p in state.glob("done-*.json"))
+    kill_when(process, lambda: len(list(state.glob("unit-*.json"))) >= 10)
+    done = sorted(int(p.stem.split("-")[1]) for p in state.glob("unit-*.json"))
     assert done == list(range(len(done))) and len(done) < 150
     outputs = [p for p in Path("data/.filtered.partial").glob("*/part-*.parquet") if int(p.name[5:10]) in done]
     assert outputs
@@ -164,9 +187,10 @@ def test_a_disk_too_small_for_the_outputs_stops_before_writing(many_shards, full
     from pipeline.errors import PipelineError
     from pipeline.params import load
 
-    with pytest.raises(PipelineError, match=r"data.sources \(local files\): needs about 1.0 GiB free on .*, 0.0 GiB"):
-        prepare.run(load("params.yaml"))
-    assert not Path("data").exists()
+    with pytest.raises(PipelineError, match=r"data.sources.web.dataset \(local files\): needs about 1.0 GiB free "
+                                            r"on .*, 0.0 GiB"):
+        prepare.run(load("params.yaml"), "web")
+    assert not Path("data/prepared").exists()
 
 
 def test_filter_stopped_between_a_shards_marker_and_its_index_update_ends_as_an_uninterrupted_run(
@@ -176,11 +200,11 @@ def test_filter_stopped_between_a_shards_marker_and_its_index_update_ends_as_an_
     from pipeline.dedup import Deduplicator
     from pipeline.params import load
 
-    rows = Path("web.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [row for path in sorted(Path("web").glob("*.jsonl")) for row in path.read_text(encoding="utf-8").splitlines()]
     copies = [json.dumps(dict(json.loads(row), id=f"copy-{i}"), ensure_ascii=False) for i, row in enumerate(rows[:300])]
-    Path("web.jsonl").write_text("\n".join(rows + copies) + "\n", encoding="utf-8")  # shard 4's rows come back
+    Path("web/999.jsonl").write_text("\n".join(copies) + "\n", encoding="utf-8")  # the first rows come back
     params = load("params.yaml")
-    prepare.run(params)
+    prepare.run(params, "web")
     filter_stage.run(params)
     reference, report = snapshot("data/filtered"), Path("reports/filter.json").read_text()
     assert json.loads(report)["sources"]["web"]["dropped"]["exact_duplicate"] >= 150  # the copies were found
@@ -197,81 +221,10 @@ def test_filter_stopped_between_a_shards_marker_and_its_index_update_ends_as_an_
     monkeypatch.setattr(Deduplicator, "apply", stop_at_the_fifth)
     with pytest.raises(KeyboardInterrupt):
         filter_stage.run(params)
-    marker = Path("data/.filtered.partial/.state/done-00004.json")
+    marker = Path("data/.filtered.partial/.journal/unit-00004.json")
     assert json.loads(marker.read_text())["applied"] is False
     monkeypatch.setattr(Deduplicator, "apply", apply)
 
     filter_stage.run(params)
     assert snapshot("data/filtered") == reference
     assert Path("reports/filter.json").read_text() == report
-
-
-def test_a_hub_source_streams_the_commit_its_report_records(tmp_path, monkeypatch):
-    import datasets
-
-    from stages import prepare as prepare_stage
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(prepare_stage, "hub_dataset_revision", lambda path, revision: "0123abcd")
-    streamed = []
-
-    def load_dataset(path, name=None, split=None, revision=None, streaming=False, token=None):
-        streamed.append(revision)
-        return datasets.IterableDataset.from_generator(
-            lambda: iter([{"inputs": "Başkent neresi?", "targets": "Ankara.", "language_code": "tur"}]))
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    aya = {"name": "aya", "path": "CohereLabs/aya_dataset", "format": "aya", "split": "train"}  # no revision
-    report = prepare_stage.run(params_with({"data": {"sources": [aya]}}))
-    assert streamed == ["0123abcd"] and report["sources"]["aya"]["revision"] == "0123abcd"
-
-
-def test_a_broken_hub_stream_resumes_where_it_stopped(tmp_path, monkeypatch):
-    """A Hub source through datasets' own streaming IterableDataset; only load_dataset is replaced, since
-    nothing here reaches the Hub. The pinned config, split and revision and $HF_TOKEN reach it; a stream that
-    breaks keeps the shards written so far, the next run skips the rows they hold and ends as an unbroken run
-    does, and the token is written nowhere."""
-    import datasets
-
-    from pipeline.errors import RetryableError
-
-    monkeypatch.chdir(tmp_path)
-    token = "hf_test_token_never_written"
-    monkeypatch.setenv("HF_TOKEN", token)
-    rows = [{"inputs": f"Soru {i}: Ankara'da gezilecek yerler nereler?", "targets": f"Cevap {i}: Anıtkabir ve Kale.",
-             "language": "Turkish" if i % 4 else "English", "language_code": "tur" if i % 4 else "eng",
-             "annotation_type": "original-annotations", "user_id": f"u{i}"} for i in range(130)]
-    broken_at: list[int | None] = [70]
-    calls = []
-
-    def stream():
-        for i, row in enumerate(rows):
-            if i == broken_at[0]:
-                raise ConnectionError("Read timed out")
-            yield row
-
-    def load_dataset(path, name=None, split=None, revision=None, streaming=False, token=None):
-        calls.append((path, name, split, revision, streaming, token))
-        return datasets.IterableDataset.from_generator(stream)
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    aya = {"name": "aya", "path": "CohereForAI/aya_dataset", "format": "aya", "config": "default",
-           "split": "train", "revision": "abc123"}
-    params = params_with({"data": {"sources": [aya], "shard_rows": 20}})
-
-    with pytest.raises(RetryableError, match="the Hub stream of 'CohereForAI/aya_dataset' broke near row"):
-        prepare.run(params)
-    state = json.loads(Path("data/.prepared.partial/.state/aya.json").read_text())
-    assert state["shards"] == 2 and state["records"] == 54  # 40 Turkish rows of the first 54 in two shards
-    broken_at[0] = None
-    prepare.run(params)
-    resumed, resumed_report = snapshot("data/prepared"), Path("reports/prepare.json").read_text()
-    assert calls == [("CohereForAI/aya_dataset", "default", "train", "abc123", True, token)] * 2
-
-    shutil.rmtree("data")
-    prepare.run(params)
-    assert snapshot("data/prepared") == resumed
-    assert Path("reports/prepare.json").read_text() == resumed_report
-    report = json.loads(resumed_report)["sources"]["aya"]
-    assert report["read"] == 130 and report["kept"] == 97 and report["skipped"] == {"source_language": 33}
-    assert not any(token.encode() in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())

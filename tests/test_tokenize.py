@@ -1,4 +1,4 @@
-"""The tokenize stage: token budget by source weight, packing that keeps documents apart, the cost estimate."""
+"""The tokenize stage: each source's planned tokens, packing that keeps documents apart, labels."""
 import json
 from pathlib import Path
 
@@ -7,9 +7,9 @@ import torch
 from datasets import load_from_disk
 
 from pipeline.chat import IGNORE
-from stages import base_model, filter as filter_stage, prepare, tokenize
-from pipeline.experiment import merged
-from tests.test_data_stages import DEMO_SOURCES, params_with
+from stages import base_model, filter as filter_stage, plan, tokenize
+from tests.test_data_stages import DEMO_SOURCES, params_with, prepare_all
+from tools.experiment import merged
 
 
 @pytest.fixture
@@ -17,30 +17,41 @@ def filtered(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.chdir(tmp_path)
 
     def make(**overlay):
+        """The test's params; the demo sources prepared and filtered whole (once), planned by these params."""
         # padded rows and SDPA unless a test asks for packing (params.yaml packs and uses the varlen kernel)
-        params = params_with(merged({"model": {"id": str(tiny_model_dir), "gguf_package": None},
-                                     "data": {"sources": DEMO_SOURCES}, "filter": {"validation_fraction": 0.15},
-                                     "tokenize": {"packing": False}, "train": {"attention": "sdpa"}}, overlay))
+        base = {"model": {"id": str(tiny_model_dir), "gguf_package": None}, "data": {"sources": DEMO_SOURCES},
+                "filter": {"validation_fraction": 0.15}, "tokenize": {"packing": False}, "train": {"attention": "sdpa"}}
         if not (tmp_path / "data/filtered").exists():
-            base_model.run(params)
-            prepare.run(params)
-            filter_stage.run(params)
+            whole = params_with(base)
+            base_model.run(whole)
+            prepare_all(whole)
+            filter_stage.run(whole)
+        params = params_with(merged(base, overlay))
+        plan.run(params)
         return params
 
     return make
 
 
-def test_budget_splits_tokens_by_source_weight(filtered):
-    sources = [dict(s, weight=3.0 if s["name"] == "web" else 1.0) for s in DEMO_SOURCES]
-    params = filtered(data={"sources": sources}, tokenize={"max_seq_length": 256, "max_train_tokens": 2000})
+def test_each_source_keeps_its_planned_tokens_and_a_shortfall_is_reported(filtered, caplog):
+    sources = {name: dict(source, weight=3.0 if name == "web" else 1.0) for name, source in DEMO_SOURCES.items()}
+    # 2000 train tokens in all: 0.0002 GPU-hours at 10,000 tokens/s, one epoch
+    params = filtered(data={"sources": sources}, tokenize={"max_seq_length": 256},
+                      budget={"gpu_hours": 2000 / 3600 / 10_000, "tokens_per_second": 10_000},
+                      train={"num_train_epochs": 1})
     report = tokenize.run(params)["splits"]["train"]
-    assert report["web"]["budget"]["share_tokens"] == 1200  # 2000 * 3 / 5
-    assert report["wikipedia"]["budget"]["share_tokens"] == 400
+    assert report["web"]["plan"]["planned_tokens"] == 1200  # 2000 * 3 / 5
+    assert report["wikipedia"]["plan"]["planned_tokens"] == 400
     for name in ("web", "wikipedia", "openhermes"):
-        assert 0 < report[name]["budget"]["tokens"] <= report[name]["budget"]["share_tokens"]
+        plan_report = report[name]["plan"]
+        assert 0 < plan_report["kept_tokens"] <= plan_report["planned_tokens"] <= plan_report["available_tokens"]
     assert report["_total"]["tokens"] <= 2000
-    again = tokenize.run(params)["splits"]["train"]
-    assert again == report  # the same rows every time
+    assert tokenize.run(params)["splits"]["train"] == report  # the same rows every time
+
+    many = filtered(data={"sources": sources}, tokenize={"max_seq_length": 256})  # far more than there is
+    report = tokenize.run(many)["splits"]["train"]
+    assert report["web"]["plan"]["share_of_plan"] < 0.95
+    assert "web gave" in caplog.text and "data.sources.web.survival" in caplog.text
 
 
 def test_packing_fills_rows_and_keeps_every_document(filtered):
@@ -73,16 +84,6 @@ def test_packed_documents_do_not_attend_to_each_other(tiny_model_dir):
     assert not torch.allclose(leaky, alone, atol=1e-3)  # the check can fail: attention across documents shows
 
 
-def test_cost_estimate_uses_measured_throughput_and_price(filtered):
-    params = filtered(tokenize={"max_seq_length": 256}, train={"num_train_epochs": 3, "max_steps": -1},
-                      hardware={"tokens_per_second": 1000, "gpus": 2, "usd_per_hour": 10.0})
-    report = tokenize.run(params)
-    tokens = report["splits"]["train"]["_total"]["tokens"]
-    cost = report["cost"]
-    assert cost["wall_hours"] == round(tokens * 3 / 2000 / 3600, 2)
-    assert cost["usd"] == round(tokens * 3 / 2000 / 3600 * 10.0, 2)
-
-
 def test_labels_mask_only_prompts(filtered):
     tokenize.run(filtered(tokenize={"max_seq_length": 256}))
     rows = load_from_disk("data/tokenized/train")
@@ -104,31 +105,6 @@ def test_training_runs_on_packed_rows(filtered):
     packed = load_from_disk("data/tokenized/train")
     first_two_rows = sum(len(ids) for ids in packed["input_ids"][:2])
     assert report["tokens"] >= first_two_rows // 2  # real tokens, not padding, were counted
-
-
-def test_export_merges_the_adapter_into_a_standalone_checkpoint(filtered):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from stages import export, train
-
-    params = filtered(tokenize={"max_seq_length": 256},
-                      train={"max_steps": 2, "per_device_train_batch_size": 2, "eval_steps": 2, "save_steps": 2,
-                             "learning_rate": 5e-2, "gradient_checkpointing": False}, export={"merge": False})
-    tokenize.run(params)
-    train.run(params)
-    assert export.run(params) == {"merged": False}
-    assert [p.name for p in Path("models/merged").iterdir()] == ["README.md"]  # no 54 GB unless asked
-    assert export.run(params.model_copy(update={"export": params.export.model_copy(update={"merge": True})}))["merged"]
-    ids = torch.tensor([[2, 20, 30, 40, 50]])
-    merged = AutoModelForCausalLM.from_pretrained("models/merged", dtype=torch.float32).eval()
-    base = AutoModelForCausalLM.from_pretrained("models/base", dtype=torch.bfloat16)
-    adapted = PeftModel.from_pretrained(base, "models/adapter").eval()
-    with torch.no_grad():
-        expected = adapted(input_ids=ids).logits.float()
-        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=0.05)
-        with adapted.disable_adapter():
-            assert not torch.allclose(adapted(input_ids=ids).logits.float(), expected, atol=0.05)
 
 
 def test_tokenize_checks_free_disk_before_writing(filtered, request):

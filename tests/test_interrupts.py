@@ -1,0 +1,93 @@
+"""Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and a stopped pod (SIGTERM) end every
+stage within seconds, with exit code 130 or 143 and one line; the next run resumes and ends as an
+uninterrupted run ends. Any hang fails the test by its timeout."""
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.test_resume import finish, many_shards, snapshot, stage_process, tokenized  # noqa: F401 - fixtures
+
+DEADLINE = 20  # seconds a stage may take to stop
+
+
+def stop(process: subprocess.Popen, signum: int, after: float) -> tuple[int, str]:
+    """Signal the stage's whole process group `after` seconds in (or once it has ended); its exit code and
+    output. Fails if it has not stopped within DEADLINE seconds."""
+    try:
+        process.wait(timeout=after)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signum)
+    try:
+        output, _ = process.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"the stage did not stop within {DEADLINE} s of signal {signum}") from None
+    return process.returncode, output
+
+
+def assert_stopped_cleanly(code: int, output: str, signum: int) -> bool:
+    """True when the signal stopped the stage (False: it had finished first)."""
+    if code == 0:
+        return False
+    expected = {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
+    assert code == expected, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("error: ") and ("run the stage again to resume" in last or "nothing was changed" in last), last
+    return True
+
+
+def test_twenty_interrupts_mid_filter_each_stop_it_at_once_and_it_still_ends_as_an_uninterrupted_run(many_shards):
+    finish("prepare", "web")
+    finish("filter")
+    reference = snapshot("data/filtered")
+    shutil.rmtree("data/filtered")
+    rng = random.Random(0)
+    stopped = 0
+    for attempt in range(24):
+        signum = signal.SIGTERM if attempt % 6 == 5 else signal.SIGINT
+        process = stage_process("filter", start_new_session=True)
+        # anywhere from start-up (models, the evaluation scan) to the last shards
+        code, output = stop(process, signum, after=rng.uniform(0.2, 4.0))
+        stopped += assert_stopped_cleanly(code, output, signum)
+        if code == 0:
+            shutil.rmtree("data/filtered")
+    assert stopped >= 20
+    finish("filter")
+    assert snapshot("data/filtered") == reference
+
+
+def test_interrupts_mid_prepare_stop_it_at_once_and_it_still_ends_as_an_uninterrupted_run(many_shards):
+    finish("prepare", "web")
+    reference = snapshot("data/prepared")
+    shutil.rmtree("data/prepared")
+    rng = random.Random(1)
+    stopped = 0
+    for attempt in range(6):
+        signum = signal.SIGTERM if attempt == 5 else signal.SIGINT
+        code, output = stop(stage_process("prepare", "web", start_new_session=True), signum,
+                            after=rng.uniform(0.2, 2.5))
+        stopped += assert_stopped_cleanly(code, output, signum)
+        if code == 0:
+            shutil.rmtree("data/prepared")
+    assert stopped >= 4
+    finish("prepare", "web")
+    assert snapshot("data/prepared") == reference
+
+
+def test_interrupts_mid_training_stop_it_at_once_and_it_resumes(tokenized):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        process = stage_process("train", start_new_session=True)
+        deadline = time.time() + 300
+        while not list(Path("models/checkpoints").glob("checkpoint-*/trainer_state.json")):
+            assert process.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        code, output = stop(process, signum, after=0.5)
+        assert assert_stopped_cleanly(code, output, signum)
+        assert not Path("models/adapter").exists()
+    assert "resuming from models/checkpoints/checkpoint-" in finish("train")
+    assert Path("models/adapter/adapter_config.json").exists()
