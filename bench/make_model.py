@@ -7,11 +7,11 @@
 gemma3-27b: Gemma-3-27B's text decoder (hidden 5376, MLP 21504, 32 heads, 16 KV heads, head_dim 128, vocab
 262,208, sliding window 1024, 5 local : 1 global layers), cut to --layers decoder layers. The full 62 layers
 are 54 GB in bf16, more than a device machine's disk holds comfortably: write 6 layers (one of each attention
-type and the whole 5:1 pattern) and `grow` the loaded 4-bit model to 62 in memory (bench/throughput.py --layers). The tokenizer is the
-tests' SentencePiece tokenizer trained on the demo corpus (ids < 400 of the 262k vocab are used), so the
-pipeline can tokenize the demo data for it; its chat markers sit at their own ids. gemma3-multimodal-tiny: a
-tiny Gemma3ForConditionalGeneration (SigLIP tower included), the class the real 4B-27B checkpoints load as,
-whose training needs token_type_ids and whose vision tower LoRA must leave alone.
+type and the whole 5:1 pattern) and `grow` the loaded 4-bit model to 62 in memory (bench/throughput.py
+--layers). The tokenizer is the tests' SentencePiece tokenizer trained on the demo corpus (ids < 400 of the
+262k vocab are used), so the pipeline can tokenize the demo data for it; its chat markers sit at their own
+ids. gemma3-multimodal-tiny: a tiny Gemma3ForConditionalGeneration (SigLIP tower included), the class the real
+4B-27B checkpoints load as, whose training needs token_type_ids and whose vision tower LoRA must leave alone.
 """
 from __future__ import annotations
 

@@ -305,13 +305,18 @@ def run_variant(args, name: str) -> dict:
         result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
         result["resident_before_training_gib"] = round(resident / 2**30, 2)
         if args.probe:
-            result["probe"] = probe(model, mean_real / accumulation)
+            try:
+                result["probe"] = probe(model, mean_real / accumulation)
+            except Exception as failed:  # the training figures above stand without it
+                result["probe"] = {"error": repr(failed)}
     return result
 
 
 def probe(model, tokens: float) -> dict:
-    """Where the step's time goes, measured on this card with CUDA events: a large bf16 matrix product (the card's
-    real ceiling), and one decoder layer's NF4 dequantisation and its seven bf16 products at the step's tokens."""
+    """Pieces of a step timed alone with CUDA events: a large bf16 matrix product (the card's real ceiling), one
+    decoder layer's NF4 dequantisation, and its seven products in the forward layout (x @ W.T) at the step's
+    tokens per pass. The step_* fields multiply these by 3 passes x layers: an estimate of their share, not a
+    floor (the backward's products have other layouts and were not timed)."""
     import bitsandbytes.functional as bnbf
     import torch
 
@@ -346,7 +351,8 @@ def probe(model, tokens: float) -> dict:
         matmul += timed(lambda x=x, dense=dense: x @ dense.t())
         del x, dense
     layers = len(decoder_layers(model))
-    # per step: forward, checkpoint recomputation, backward to the input (the 4-bit weights get no gradient)
+    # a step makes three passes over every layer: forward, checkpoint recomputation, backward to the input (the
+    # 4-bit weights get no gradient)
     return {"bf16_matmul_tflops_8192": round(ceiling / 1e12, 1),
             "tokens_per_pass": rows,
             "layer_dequant_ms": round(dequant * 1e3, 3), "layer_matmul_ms": round(matmul * 1e3, 3),
