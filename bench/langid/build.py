@@ -9,7 +9,8 @@ Where the text comes from (each document records its package, version, file and 
   Turkmen, Uzbek, Kyrgyz, Tatar, Uyghur, Kazakh and Azerbaijani among them;
 - prose: LibreOffice's help pages (libreoffice-help-<lang>, HTML) and GNOME's user help (gnome-user-docs, Mallard
   XML), paragraphs a translator left untranslated (the same text as the English page's) dropped.
-Strings or paragraphs of one source file are grouped, in their order, into documents of 50-150 words (a
+A catalog that copies Turkish translations wholesale is left out (`copies_turkish`), and so is any other
+language's string that a Turkish catalog has too. Strings or paragraphs of one source file are grouped, in their order, into documents of 50-150 words (a
 file with fewer is skipped). Placeholders, markup and menu mnemonics are removed: they are not text.
 Mixed documents are made from the same pools: Turkish with an English paragraph (Turkish), a Turkish chat whose
 answer is English and English with one Turkish sentence (both not Turkish), and all-Turkish chats.
@@ -52,6 +53,7 @@ NEIGHBOUR_PER_SOURCE, NEIGHBOUR_PER_LANGUAGE = 20, 80
 TURKISH_PER_SOURCE = {"libreoffice-help-tr": 150, "gnome-user-docs": 120, "django": 60, "sphinx": 30}
 TURKISH_PER_CATALOG_DEB = 40
 MIXED = 40  # documents of each mixed kind
+COPIED_FROM_TURKISH = 0.15  # GNOME's Crimean Tatar control center: 0.17; the other large catalogs: 0.10 or less
 # locale -> benchmark language where the locale's own code is not it
 LANGUAGE = {"az_IR": "azb", "kmr": "ku", "nb_NO": "nb", "no": "nb", "en-us": "en", "pt-br": "pt", "C": "en",
             "zh_TW.Big5": "zh"}
@@ -150,6 +152,15 @@ def catalog_pieces(entries) -> list[str]:
     return pieces
 
 
+def copies_turkish(package: str, name: str, entries, turkish: dict) -> bool:
+    """A catalog whose translations are the Turkish catalog's own for COPIED_FROM_TURKISH of its strings or more
+    fills its gaps with Turkish, and its near-copies too ("Müzik CD'leri için uygulama seçin" in GNOME's Crimean
+    Tatar): its strings are not reliably the language it is named for."""
+    translated = [entry for entry in entries if entry.msgstr and entry.msgstr != entry.msgid]
+    copied = sum(turkish.get((package, name, entry.msgid)) == entry.msgstr for entry in translated)
+    return copied >= COPIED_FROM_TURKISH * max(len(translated), 1)
+
+
 def catalogs(cache: Path, versions: dict) -> dict[tuple[str, str], list[dict]]:
     """(language, package) -> documents from its gettext catalogs."""
     found = defaultdict(list)
@@ -158,6 +169,14 @@ def catalogs(cache: Path, versions: dict) -> dict[tuple[str, str], list[dict]]:
                for name in WHEELS]
     sources += [(name, license_, sorted((cache / name).glob("usr/share/locale/*/LC_MESSAGES/*.mo")))
                 for name, license_ in CATALOG_DEBS.items()]
+    read = lambda path: polib.pofile(str(path)) if path.suffix == ".po" else polib.mofile(str(path))  # noqa: E731
+    # Some catalogs fill gaps with another language's strings (GNOME's Crimean Tatar with Turkish ones): a string
+    # that a Turkish catalog has too is Turkish, not the other language's
+    turkish = {piece for _, _, files in sources for path in files if language(path.parent.parent.name) == "tr"
+               for piece in catalog_pieces(read(path))}
+    turkish_translations = {(package, path.name, entry.msgid): entry.msgstr for package, _, files in sources
+                            for path in files if language(path.parent.parent.name) == "tr"
+                            for entry in read(path) if entry.msgstr}
     seen = defaultdict(set)  # a language's strings already used: GTK 2 and 3 share most of theirs
     for package, license_, files in sources:
         for path in files:
@@ -165,8 +184,10 @@ def catalogs(cache: Path, versions: dict) -> dict[tuple[str, str], list[dict]]:
             lang = language(locale)
             if lang == "en" and package in WHEELS:  # the source language: its "translations" are spelling variants
                 continue
-            entries = polib.pofile(str(path)) if path.suffix == ".po" else polib.mofile(str(path))
-            pieces = [p for p in catalog_pieces(entries) if p not in seen[lang]]
+            entries = read(path)
+            if lang != "tr" and copies_turkish(package, path.name, entries, turkish_translations):
+                continue
+            pieces = [p for p in catalog_pieces(entries) if p not in seen[lang] and (lang == "tr" or p not in turkish)]
             seen[lang].update(pieces)
             relative = str(path.relative_to(cache / package))
             for text in documents(pieces, rng):
