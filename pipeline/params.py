@@ -103,9 +103,10 @@ class Filter(Section):
     max_top_ngram_fraction: float = Field(ge=0, le=1)
     min_punctuated_line_fraction: float = Field(ge=0, le=1)
     boilerplate_markers: list[str]
-    near_dedup_threshold: float = Field(gt=0, le=1)
+    near_dedup_threshold: float = Field(gt=0, le=1)  # share of agreeing MinHash values of a verified candidate
     minhash_permutations: int = Field(gt=0, le=1024)
-    dedup_false_positive_rate: float = Field(gt=0, lt=0.01)  # per Bloom filter of the bounded dedup index
+    minhash_bands: int = Field(gt=0)  # LSH bands x rows: at most minhash_permutations (pipeline.dedup)
+    minhash_rows: int = Field(gt=0)
     validation_fraction: float = Field(gt=0, lt=1)
     decontamination_ngram: int = Field(ge=5)  # words; 13 as in GPT-3's decontamination
     decontamination_files: list[str]  # local benchmark texts to protect (besides the validation split)
