@@ -196,18 +196,22 @@ class Deduplicator:
         directory.mkdir(parents=True, exist_ok=True)
         self.bands, self.rows, self.permutations = bands, rows, permutations
         self.needed = math.ceil(threshold * permutations - 1e-9)
-        self._exact = _open(directory / "exact.npy", np.uint64, (slots(capacity),))
-        self._tables = _open(directory / "bands.npy", np.uint64, (bands, slots(capacity)))
-        self._signatures = _open(directory / "signatures.npy", np.uint8, (max(capacity, 1), permutations))
+        self._files = [_open(directory / "exact.npy", np.uint64, (slots(capacity),)),
+                       _open(directory / "bands.npy", np.uint64, (bands, slots(capacity))),
+                       _open(directory / "signatures.npy", np.uint8, (max(capacity, 1), permutations))]
+        # plain arrays over the same mapped memory: numba takes them several microseconds faster than memmaps
+        self._exact, self._tables, self._signatures = (np.asarray(array) for array in self._files)
         self._count_file = directory / "rows.json"
         self.indexed = json.loads(self._count_file.read_text())["rows"] if self._count_file.exists() else 0
         self._next_id = self.indexed
         self._new_shard()
 
     def _new_shard(self) -> None:
-        # this shard's new rows, in memory (a shard at most): exact keys in row order, and per band its keys
+        # this shard's new rows, in memory (a shard at most): exact keys in row order, and per band its keys with
+        # the row that has it (a list where rows share a key: rare, and a list per key would make Python's garbage
+        # collector walk millions of them, which cost more than the rest of the check)
         self._shard_exact: dict[int, None] = {}
-        self._shard_bands: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
+        self._shard_bands: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
         self._shard_signatures: list[np.ndarray] = []
         self._shard_keys: list[np.ndarray] = []
 
@@ -222,14 +226,17 @@ class Deduplicator:
         local = len(self._shard_signatures)
         self._shard_exact[key] = None
         for band, band_key in enumerate(row.bands.tolist()):
-            self._shard_bands[band].setdefault(band_key, []).append(local)
+            earlier = self._shard_bands[band].get(band_key)
+            self._shard_bands[band][band_key] = local if earlier is None else [
+                *(earlier if isinstance(earlier, list) else [earlier]), local]
         self._shard_signatures.append(row.signature)
         self._shard_keys.append(row.bands)
         return None
 
     def _near_in_shard(self, row: Sketch) -> bool:
         for band, band_key in enumerate(row.bands.tolist()):
-            for local in self._shard_bands[band].get(band_key, ()):
+            found = self._shard_bands[band].get(band_key)
+            for local in () if found is None else found if isinstance(found, list) else (found,):
                 if np.count_nonzero(self._shard_signatures[local] == row.signature) >= self.needed:
                     return True
         return False
@@ -256,7 +263,7 @@ class Deduplicator:
             raise PipelineError(f"{journal}: row {ids[-1]} is past the dedup index's {len(self._signatures)} rows")
         self._signatures[ids] = signatures
         _add(self._exact, self._tables, exact, bands, ids)
-        for array in (self._signatures, self._exact, self._tables):
+        for array in self._files:
             array.flush()
         self.indexed = max(self.indexed, int(ids[-1]) + 1 if len(ids) else 0)
         self._next_id = max(self._next_id, self.indexed)

@@ -118,7 +118,9 @@ def test_the_index_is_memory_mapped_files_sized_from_the_row_count(tmp_path, voc
         assert not dedup._shard_signatures and not dedup._shard_exact
         dedup.apply(tmp_path / f"journal-{shard}.npz")
     assert {path.name: path.stat().st_size for path in tmp_path.glob("*.npy")} == sizes
-    assert all(isinstance(array, np.memmap) for array in (dedup._exact, dedup._tables, dedup._signatures))
+    assert all(isinstance(array, np.memmap) for array in dedup._files)
+    assert all(np.shares_memory(view, mapped) for view, mapped in
+               zip((dedup._exact, dedup._tables, dedup._signatures), dedup._files))
     assert dedup.indexed == 600
 
 
