@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import save  # noqa: E402
 from bench.verify_gpu import trainer_history  # noqa: E402
-from pipeline.experiment import merged  # noqa: E402
+from tools.experiment import merged  # noqa: E402
 from pipeline.params import validate  # noqa: E402
 
 VARIANTS = {

@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.record import save  # noqa: E402
-from pipeline.experiment import merged  # noqa: E402
+from tools.experiment import merged  # noqa: E402
 from pipeline.params import validate  # noqa: E402
 from pipeline.provenance import environment  # noqa: E402
 

@@ -33,7 +33,7 @@ fi
 gpus=$(grep -c . <<<"$drivers")
 
 cd "${REPO_DIR:-/workspace/repo}"
-python -m pipeline.params params.yaml
+python -m pipeline.check params.yaml
 
 config=${ACCELERATE_CONFIG:-}
 if [ -z "$config" ]; then

@@ -90,13 +90,6 @@ def dedup_text(row: dict) -> str:
     return "\n".join(judged_texts(row))
 
 
-def decide(detector, texts):  # TEMPORARY until the language decision lands
-    if hasattr(detector, "decide"):
-        return detector.decide(texts)
-    turkish = detector.all_turkish(texts)
-    return turkish, "tr" if turkish else "other"
-
-
 def judge_after_language(row: dict, judge: Judge) -> Verdict:
     """Rules 2 and 3 and dedup's keys, for a normalised row that passed language ID."""
     rules = judge.rules
@@ -117,7 +110,7 @@ def judge_rows(rows: list[dict], judge: Judge) -> Judged:
     it): lingua's model tables then stay in the CPU cache between rows instead of alternating with the other
     rules' data."""
     rows = [normalised(row) for row in rows]
-    languages = [decide(judge.language, judged_texts(row)) for row in rows]
+    languages = [judge.language.decide(judged_texts(row)) for row in rows]
     verdicts = [judge_after_language(row, judge) if turkish else Verdict("language", language=seen)
                 for row, (turkish, seen) in zip(rows, languages)]
     candidates = [(row, verdict) for row, verdict in zip(rows, verdicts) if verdict.drop is None]

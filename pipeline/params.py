@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from pathlib import Path
 from typing import Literal, Optional, get_args, get_origin
 
@@ -151,6 +150,7 @@ class Train(Section):
     liger: bool  # Liger's RMSNorm/GeGLU/RoPE kernels (CUDA; needs liger-kernel installed)
     attention: Literal["sdpa", "varlen"]  # varlen: torch's varlen kernel for packed rows (tokenize.packing)
     bf16_cast: bool  # CUDA: embedding and norms back to bf16 after prepare_model_for_kbit_training upcast them
+    activation_offloading: bool  # CUDA: checkpointed activations wait in pinned host memory (TRL), not the GPU
     eval_steps: int = Field(gt=0)
     save_steps: int = Field(gt=0)
     logging_steps: int = Field(gt=0)
@@ -244,21 +244,3 @@ def validate(raw: object, origin: str) -> Params:
         errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ParamsError(f"{origin}: {_describe(errors[0])}{more}") from None
-
-
-def main() -> None:
-    """`python -m pipeline.params [FILE]`: the check DVC runs first whenever params.yaml changes (its `params`
-    stage), so a typo stops the run before any stage starts, however it was launched."""
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else PARAMS)
-    try:
-        params = load(path)
-        from pipeline.eval_sets import check_lm_eval_tasks
-
-        check_lm_eval_tasks(params.evaluate)
-    except PipelineError as exc:
-        sys.exit(f"error: {exc}")
-    print(f"{path}: valid")
-
-
-if __name__ == "__main__":
-    main()

@@ -180,8 +180,7 @@ def generation(model, tokenizer, params: Params) -> tuple[dict, str]:
         base = generate(model, tokenizer, prompts, params.evaluate.max_new_tokens)
     tuned = generate(model, tokenizer, prompts, params.evaluate.max_new_tokens)
     detector = TurkishDetector(params.filter)
-    from pipeline.judge import decide  # TEMPORARY
-    seen = {label: [decide(detector, [answer]) for answer in answers] for label, answers in
+    seen = {label: [detector.decide([answer]) for answer in answers] for label, answers in
             (("base", base), ("tuned", tuned))}
     rate = {label: round(sum(turkish for turkish, _ in decisions) / len(decisions), 4)
             for label, decisions in seen.items()}

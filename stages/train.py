@@ -222,6 +222,7 @@ def run(params: Params) -> dict:
         gradient_checkpointing=train.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         use_liger_kernel=train.liger and cuda,  # Triton kernels: CUDA only
+        activation_offloading=train.activation_offloading and cuda,
         # Packed rows (tokenize.packing) carry seq_lengths; TRL turns them into per-document position ids,
         # which keep documents from attending to each other. Rows are already at most max_seq_length.
         max_length=None if packed else params.tokenize.max_seq_length,

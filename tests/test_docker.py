@@ -186,7 +186,7 @@ def test_entrypoint_picks_the_launcher_by_gpu_count(fake_tools):
 
 def test_entrypoint_validates_params_before_starting_dvc(fake_tools):
     lines = entry(fake_tools).stdout.splitlines()
-    assert lines.index("python -m pipeline.params params.yaml") < lines.index("dvc repro")
+    assert lines.index("python -m pipeline.check params.yaml") < lines.index("dvc repro")
 
 
 def test_entrypoint_stops_on_invalid_params_with_their_one_line_and_runs_no_dvc(fake_tools):

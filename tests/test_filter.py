@@ -1,13 +1,17 @@
-"""Language ID, quality rules, dedup and the filter stage's split, on texts written for these tests."""
+"""Quality rules, the word scan, the filter's per-row judgement and split, on texts written for these tests
+(the language decision: tests/test_language.py; the dedup index: tests/test_dedup.py)."""
 import pytest
 
+from collections import Counter
+
 from pipeline.decontaminate import Contamination, ngram_hashes
-from pipeline.dedup import Deduplicator, band_hashes, digest, minhash
+from pipeline.dedup import Deduplicator, band_hashes, minhash
+from pipeline.judge import Judge, dedup_text, is_validation, normalised
 from pipeline.language import TurkishDetector
 from pipeline.quality import failed_chat_rule, failed_rule
 from pipeline.text import dedup_key, normalise, turkish_casefold
 from pipeline.wordscan import SYMBOL, scan
-from stages.filter import filter_rows, is_validation
+from stages.filter import filter_rows
 
 TURKISH = ("Dün akşam arkadaşlarımla birlikte sahilde uzun bir yürüyüş yaptık. Hava serindi ama deniz çok "
            "sakindi. Dönüşte küçük bir lokantada balık yedik ve gece geç saatte eve döndük.")
@@ -33,13 +37,7 @@ def lingua():
 
 
 def deduplicator(directory, capacity=1000) -> Deduplicator:
-    return Deduplicator(threshold=0.8, permutations=128, capacity=capacity, directory=directory,
-                        false_positive_rate=1e-5)
-
-
-def check(dedup: Deduplicator, text: str) -> str | None:
-    scanned = scan(normalise(text), 13)
-    return dedup.check(digest(scanned.key), band_hashes(minhash(scanned.shingles, 128), dedup.bands, dedup.rows))
+    return Deduplicator(directory, capacity, permutations=128, bands=14, rows=8, threshold=0.75)
 
 
 def test_minhash_is_datasketchs_over_the_shingle_hashes():
@@ -67,33 +65,13 @@ def test_band_keys_of_distinct_signatures_do_not_collide():
     assert len(np.unique(plain_sums)) < len(signatures)  # what the test guards against
 
 
-def test_lingua_tells_turkish_from_azerbaijani_and_english(lingua):
-    assert lingua.is_turkish([TURKISH, AZERBAIJANI, ENGLISH]) == [True, False, False]
-
-
-def test_neighbours_lingua_lacks_are_not_turkish(lingua):
-    """lingua knows no Turkmen, Crimean Tatar, Uzbek or Kurdish; it calls Turkmen and this Kurmanji Turkish, whose
-    letters give them away."""
-    unguarded = TurkishDetector(lingua_rules(max_non_turkish_letter_fraction=1.0))
-    assert unguarded.is_turkish([TURKMEN, KURMANJI]) == [True, True]  # why the rule exists
-    assert lingua.writes_non_turkish_letters(TURKMEN) and not lingua.writes_non_turkish_letters(TURKISH)
-    assert lingua.is_turkish([TURKMEN, CRIMEAN_TATAR, UZBEK, KURMANJI]) == [False, False, False, False]
-    assert lingua.all_turkish([TURKISH, TURKMEN]) is False
+def test_short_chat_turns_of_a_neighbour_add_up_to_not_turkish(lingua):
+    """Each short Turkmen turn holds too few letters to tell on its own; read together they are enough."""
     short_turns = ["Biz düýn agşam deňiz kenarynda gezdik.", "Kiçijik bir restoranda balyk iýdik.",
                    "Gijä galyp öýe geldik."]
-    assert unguarded.all_turkish(short_turns)  # lingua calls each turn Turkish
-    assert not any(map(lingua.writes_non_turkish_letters, short_turns))  # too few letters in each turn alone
-    assert lingua.all_turkish(short_turns) is False  # together they are enough
-
-
-def test_foreign_names_in_turkish_leave_it_turkish(lingua):
-    """Names quoted in Turkish carry the letters the rule counts; a name or two must not sink a text."""
-    questions = ["Kärcher süpürgemin filtresini nasıl temizlerim?", "Edin Džeko bu sezon kaç gol attı?",
-                 "İspanyolca'da España kelimesi nasıl okunur?"]
-    paragraph = ("Evimizi temizlemek için geçen hafta bir Kärcher aldık ve çok memnun kaldık. Kärcher makinesi "
-                 "halıları, koltukları ve balkon zeminini kolayca temizliyor; annem de çok beğendi.")
-    assert lingua.is_turkish([*questions, paragraph]) == [True, True, True, True]
-    assert lingua.all_turkish([questions[0], TURKISH])
+    assert lingua.decide([TURKISH, TURKISH_MORE]).turkish
+    assert not lingua.decide(short_turns).turkish
+    assert not lingua.decide([TURKISH, TURKMEN]).turkish
 
 
 def lingua_rules(**changes):
@@ -101,20 +79,6 @@ def lingua_rules(**changes):
     from tests.tiny import REPO
 
     return load(REPO / "params.yaml").filter.model_copy(update=changes)
-
-
-def test_langdetect_is_selectable_and_seeded(params):
-    detector = TurkishDetector(params.filter.model_copy(update={"language_detector": "langdetect"}))
-    assert detector.confidences([ENGLISH]) == [0.0]
-    assert detector.confidences([TURKISH]) == detector.confidences([TURKISH])
-    assert detector.is_turkish([TURKISH]) == [True]
-
-
-def test_unknown_candidate_language_names_the_param():
-    from pipeline.errors import PipelineError
-
-    with pytest.raises(PipelineError, match="filter.candidate_languages"):
-        TurkishDetector(lingua_rules(candidate_languages=["TURKISH", "KLINGON"]))
 
 
 def test_turkish_case_folding_and_nfc():
@@ -243,73 +207,21 @@ def test_clean_turkish_passes_every_rule(params):
     assert failed_rule(TURKISH, params.filter) is None
 
 
-def test_exact_and_near_duplicates(tmp_path):
-    dedup = deduplicator(tmp_path)
-    third = ("Akşamüstü komşularımız bize uğradı ve bahçede birlikte çay içtik. Çocuklar top oynarken biz de "
-             "eski günlerden, okul yıllarından ve yaz tatillerinden konuştuk. Güneş batınca herkes evine döndü.")
-    long_turkish = " ".join([TURKISH, TURKISH_MORE, third])  # ~90 words: one changed word keeps Jaccard ~0.9
-    assert check(dedup, long_turkish) is None
-    turkish_upper = long_turkish.translate(str.maketrans({"i": "İ", "ı": "I"})).upper()
-    assert check(dedup, turkish_upper) == "exact_duplicate"
-    assert check(dedup, long_turkish.replace("balık", "köfte")) == "near_duplicate"
-    assert check(dedup, TURKISH_MORE) is None  # half of a document is not its duplicate
-    assert check(dedup, AZERBAIJANI) is None
-
-
-def test_committed_rows_are_found_by_a_reopened_index_and_an_uncommitted_shard_is_forgotten(tmp_path):
-    dedup = deduplicator(tmp_path)
-    long_turkish = " ".join([TURKISH, TURKISH_MORE, TURKISH.replace("balık", "pilav")])
-    assert check(dedup, long_turkish) is None
-    dedup.commit(tmp_path / "journal-0.npz")
-    dedup.apply(tmp_path / "journal-0.npz")
-    assert check(dedup, AZERBAIJANI) is None  # checked in the next shard, never committed: a kill came
-    reopened = deduplicator(tmp_path)  # a resumed run opens the same files
-    assert check(reopened, long_turkish) == "exact_duplicate"
-    assert check(reopened, long_turkish.replace("serindi", "soğuktu")) == "near_duplicate"
-    assert check(reopened, AZERBAIJANI) is None
-
-
-def test_the_bloom_index_keeps_its_false_positive_rate_at_capacity(tmp_path):
-    """Bounded memory has a price: unique documents wrongly called duplicates. With the Bloom filters filled to
-    capacity (each batch committed and applied, as the stage does per shard), a few in 10^4 at most."""
-    import random
-
-    rng = random.Random(0)
-    vocabulary = TURKISH.split() + TURKISH_MORE.split()
-    documents = [" ".join(rng.choice(vocabulary) + str(rng.randrange(10**6)) for _ in range(60))
-                 for _ in range(3000)]
-    dedup = deduplicator(tmp_path, capacity=3000)
-    verdicts = []
-    for start in range(0, len(documents), 100):
-        verdicts += [check(dedup, text) for text in documents[start : start + 100]]
-        dedup.commit(tmp_path / "journal.npz")
-        dedup.apply(tmp_path / "journal.npz")
-    assert dedup.exact.bit_count and all(band.bit_count for band in dedup._filters)  # the filters were used
-    assert verdicts.count(None) >= 2998  # expected wrong drops: ~3000 x 10 filters x 1e-5 = 0.3
-
-
-def test_the_same_rows_give_the_same_index_files(tmp_path):
-    """Fixed hash seeds: which unique rows a Bloom filter confuses must not change between runs."""
-    for run in ("a", "b"):
-        dedup = deduplicator(tmp_path / run)
-        check(dedup, TURKISH)
-        dedup.commit(tmp_path / run / "journal.npz")
-        dedup.apply(tmp_path / run / "journal.npz")
-    assert [p.read_bytes() for p in sorted((tmp_path / "a").glob("*.bloom"))] == [
-        p.read_bytes() for p in sorted((tmp_path / "b").glob("*.bloom"))]
-
-
 def chat(question, answer):
     return {"id": question, "source": "c", "kind": "chat", "text": None, "meta": None,
             "messages": [{"role": "system", "content": "You are a helpful assistant."},
                          {"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
 
+def judged(rows, params, lingua, contamination, tmp_path) -> tuple[list, Counter, Counter]:
+    """The filter in this process: kept (split, row) pairs, drop counts, languages dropped."""
+    counts, languages = Counter(), Counter()
+    judge = Judge(params.filter, lingua, contamination, (14, 8))
+    kept = list(filter_rows(rows, judge, deduplicator(tmp_path), counts, languages))
+    return kept, counts, languages
+
+
 def test_chats_sharing_only_a_long_system_prompt_are_neither_duplicates_nor_contaminated(params, lingua, tmp_path):
-    from collections import Counter
-
-    from stages.filter import dedup_text, normalised
-
     system = ("Sen yardımsever bir asistansın. Kullanıcının sorusunu dikkatle oku, adım adım düşün, cevabını kısa "
               "ve doğru bir Türkçe ile yaz, emin olmadığın bilgileri uydurma ve gerekirse kaynak öner.")
     pairs = [(TURKISH, "Çok güzel bir akşam geçirmişsiniz, sevindim."),
@@ -322,19 +234,17 @@ def test_chats_sharing_only_a_long_system_prompt_are_neither_duplicates_nor_cont
                                         {"role": "assistant", "content": "Bugün hava güneşli ve ılık."}]}
     contamination = Contamination(13)
     contamination.add(dedup_text(normalised(held_out)))  # what evaluation_ngrams adds for a validation chat
-    counts = Counter()
-    kept = list(filter_rows(rows, params, lingua, deduplicator(tmp_path), contamination.freeze(), counts))
+    kept, counts, _ = judged(rows, params, lingua, contamination.freeze(), tmp_path)
     assert len(kept) == 3 and counts == {"kept_train": 3}
 
 
-def test_a_chat_needs_every_user_and_assistant_turn_in_turkish(params, lingua, tmp_path):
-    from collections import Counter
-
-    counts = Counter()
+def test_a_chat_needs_every_user_and_assistant_turn_in_turkish_and_the_language_seen_is_counted(params, lingua,
+                                                                                               tmp_path):
     rows = [chat(TURKISH, TURKISH.replace("sahilde", "parkta")), chat(TURKISH.replace("balık", "pilav"), ENGLISH)]
-    kept = list(filter_rows(rows, params, lingua, deduplicator(tmp_path), Contamination(13).freeze(), counts))
+    kept, counts, languages = judged(rows, params, lingua, Contamination(13).freeze(), tmp_path)
     assert [row["id"] for _, row in kept] == [rows[0]["id"]]  # English system prompt is not judged
     assert counts == {"language": 1, "kept_train": 1}
+    assert languages == {"en": 1}
 
 
 def test_validation_split_is_a_stable_function_of_source_and_id():

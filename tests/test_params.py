@@ -95,7 +95,7 @@ def test_the_check_stage_names_a_task_that_lm_eval_does_not_have(tmp_path):
     import sys
 
     path = write(tmp_path, lambda raw: raw["evaluate"].update(lm_eval_tasks=["xcopa_tr", "TurkishMMLU"]))
-    result = subprocess.run([sys.executable, "-m", "pipeline.params", str(path)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "pipeline.check", str(path)], capture_output=True, text=True,
                             cwd=REPO)
     assert result.returncode != 0
     assert result.stderr.strip() == ("error: evaluate.lm_eval_tasks: 'TurkishMMLU' is not an lm-eval task "

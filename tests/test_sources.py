@@ -1,19 +1,27 @@
-"""Each source format on rows in the exact Hub schemas (../shared/reference/sources.md), and bad input."""
+"""Each source format on rows in the exact Hub schemas, the local file readers, and bad input."""
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.hub_layout import fineweb2_row
 from pipeline.errors import PipelineError
-from pipeline.params import Source
-from pipeline.sources import BadRow, Record, Skip, records, to_row
+from pipeline.params import Dataset
+from pipeline.sources import BadRow, Record, Skip, data_files, read_file, to_row
 
 TR = "Ankara, Türkiye'nin başkentidir ve İç Anadolu Bölgesi'nde yer alır."
 
 
 def convert(fmt, row):
-    return to_row(Source(name="s", path="x.jsonl", format=fmt), Record("x.jsonl:1", row))
+    return to_row("s", fmt, Record("x.jsonl:1", row))
+
+
+def records(path: str, fmt: str = "text") -> list[Record]:
+    """Every record of a local source, file by file, as prepare reads them."""
+    from pathlib import Path
+
+    return [record for file in data_files(Dataset(path=path, format=fmt), "p") for record in read_file(Path(file))]
 
 
 def test_text_oscar2019_row():
@@ -130,7 +138,7 @@ def test_malformed_rows_say_why(fmt, row, reason):
 def test_local_jsonl_reports_file_and_line_of_bad_lines(tmp_path):
     path = tmp_path / "web.jsonl"
     path.write_bytes(json.dumps({"id": 1, "text": TR}).encode() + b"\n{not json\n" + b'{"text": "\xff\xfe"}\n')
-    got = list(records(Source(name="web", path=str(path), format="text"), 0))
+    got = records(str(path))
     assert [r.location for r in got] == [f"{path}:1", f"{path}:2", f"{path}:3"]
     assert "malformed JSON" in str(got[1].row) and "invalid UTF-8" in str(got[2].row)
 
@@ -139,21 +147,21 @@ def test_directory_and_glob_sources_read_in_sorted_order(tmp_path):
     for name, text in (("b.parquet", "ikinci"), ("a.parquet", "birinci")):
         pq.write_table(pa.Table.from_pylist([{"id": name, "text": text}]), tmp_path / name)
     for path in (str(tmp_path), str(tmp_path / "*.parquet")):
-        assert [r.row["text"] for r in records(Source(name="s", path=path, format="text"), 0)] == ["birinci", "ikinci"]
+        assert [r.row["text"] for r in records(path)] == ["birinci", "ikinci"]
 
 
 def test_a_glob_skips_folders_and_a_broken_parquet_file_is_named(tmp_path):
     (tmp_path / "sub").mkdir()  # matched by the glob, not a file
     (tmp_path / "a.jsonl").write_text(json.dumps({"text": TR}) + "\n")
-    assert len(list(records(Source(name="s", path=str(tmp_path / "*"), format="text"), 0))) == 1
+    (tmp_path / "notes.md").write_text("# not a data file\n")  # matched by the glob, not a data file
+    assert len(records(str(tmp_path / "*"))) == 1
     (tmp_path / "b.parquet").write_bytes(b"not parquet at all")
-    with pytest.raises(PipelineError, match=rf"{tmp_path / 'b.parquet'}: unreadable parquet after row 0"):
-        list(records(Source(name="s", path=str(tmp_path / "*"), format="text"), 0))
+    with pytest.raises(PipelineError, match=rf"{tmp_path / 'b.parquet'}: unreadable parquet"):
+        records(str(tmp_path / "*"))
 
 
-HUB_ROWS = {  # one row per format, in its Hub schema (../shared/reference/sources.md)
-    "text": {"text": TR, "id": "<urn:uuid:1>", "dump": "CC-MAIN-2024-10", "url": "https://ornek.com.tr/a",
-             "date": "2024-02-21T00:00:00Z", "language": "tur", "language_score": 0.99, "minhash_cluster_size": 3},
+HUB_ROWS = {  # one row per format, in its Hub schema
+    "text": fineweb2_row(TR, 1),  # HuggingFaceFW/fineweb-2
     "oscar": oscar2301(),
     "wikipedia": {"id": "12", "url": "https://tr.wikipedia.org/wiki/Ankara", "title": "Ankara", "text": TR},
     "sharegpt": {"conversations": [{"from": "system", "value": "Yardımcı ol.", "weight": None},
@@ -176,9 +184,8 @@ def test_each_adapter_reads_its_hub_schema_from_local_files(tmp_path, fmt, suffi
         pq.write_table(pa.Table.from_pylist([HUB_ROWS[fmt]]), path)
     else:
         path.write_text(json.dumps(HUB_ROWS[fmt], ensure_ascii=False) + "\n", encoding="utf-8")
-    source = Source(name="s", path=str(path), format=fmt)
-    [record] = list(records(source, 0))
-    assert to_row(source, record) == convert(fmt, HUB_ROWS[fmt])
+    [record] = records(str(path), fmt)
+    assert to_row("s", fmt, record) == convert(fmt, HUB_ROWS[fmt])
 
 
 def test_a_json_array_is_read_an_item_at_a_time(tmp_path):
@@ -186,19 +193,29 @@ def test_a_json_array_is_read_an_item_at_a_time(tmp_path):
     broken tail shows it), and a broken array stops with one line naming the file and the last good item."""
     path = tmp_path / "chats.json"
     path.write_text(json.dumps([HUB_ROWS["sharegpt"]] * 2)[:-1] + ", {broken", encoding="utf-8")
-    stream = records(Source(name="s", path=str(path), format="sharegpt"), 0)
+    stream = read_file(path)
     first = next(stream)
-    assert first.location == f"{path}:item 1" and to_row(Source(name="s", path=str(path), format="sharegpt"), first)
+    assert first.location == f"{path}:item 1" and to_row("s", "sharegpt", first)
     with pytest.raises(PipelineError, match=rf"^{path}: not a valid JSON array after item 2: [^\n]*$"):
         list(stream)
 
 
 def test_missing_local_path_names_the_param(tmp_path):
-    with pytest.raises(PipelineError, match=r"data.sources\[2\].path: no .json/.jsonl/.parquet file"):
-        list(records(Source(name="s", path=str(tmp_path / "none.jsonl"), format="text"), 2))
+    with pytest.raises(PipelineError, match=r"^p: no .json/.jsonl/.parquet file at .*none.jsonl'$"):
+        records(str(tmp_path / "none.jsonl"))
 
 
-def test_unreachable_hub_dataset_is_one_line(monkeypatch):
+@pytest.mark.parametrize("path,local", [("wikimedia/wikipedia", False), ("squad", False), ("demo/data/webb", True),
+                                        ("./data", True), ("data/*.jsonl", True), ("/abs/path", True),
+                                        ("web.jsonl", True), ("~/corpus", True)])
+def test_a_hub_id_is_name_or_owner_slash_name_and_anything_else_is_local(path, local):
+    from pipeline.sources import is_local
+
+    assert is_local(path) is local
+
+
+def test_an_unreachable_hub_dataset_is_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PipelineError, match=r"source 'wiki': cannot load Hub dataset 'wikimedia/wikipedia'"):
-        list(records(Source(name="wiki", path="wikimedia/wikipedia", config="20231101.tr", format="wikipedia"), 0))
+    dataset = Dataset(path="wikimedia/wikipedia", config="20231101.tr", format="wikipedia")
+    with pytest.raises(PipelineError, match=r"^p: cannot load 'wikimedia/wikipedia' \(config '20231101.tr'\): "):
+        data_files(dataset, "p")
