@@ -1,15 +1,16 @@
-"""How many characters must language ID read? Turkish precision and recall of lingua (the filter's candidate
-languages and threshold) against the length of the sample it reads, on hard cases: Turkish paragraphs and their
-close Azerbaijani translations (the same sentences in a sister language), plus Turkmen, which lingua does not
-know and calls Turkish unless the filter's letter rule (pipeline.language) stops it.
+"""How many characters must the language decision read? Turkish precision and recall of the decision
+(pipeline.language: the letter rules, and the detector, lingua among the filter's candidate languages, for texts
+too short for them) and of lingua alone, against the length of the text they read, on hard cases: Turkish
+paragraphs and their close Azerbaijani translations (the same sentences in a sister language), plus Turkmen,
+which lingua does not know and calls Turkish.
 
     python bench/language_sample.py
 
-The sentences are written for this benchmark (no dataset can be downloaded here); documents are 3-6 of them
-in random order, and the sample is taken as the filter takes it (pipeline.language.sample, from the middle).
-Writes bench/results/language_sample.json: per length, for the filter's judge (lingua plus the letter rule) and
-for lingua alone, mistakes at the threshold and the closest call (lowest Turkish confidence on Turkish, highest on
-the others), and microseconds per Turkish document on one core.
+The sentences are written for this benchmark; documents are 3-6 of them in random order, and each length is taken
+as the detector takes its sample (pipeline.language.sample, from the middle). Writes
+bench/results/language_sample.json: per length, for the decision and for lingua alone, mistakes at the threshold
+and the closest call of lingua (lowest Turkish confidence on Turkish, highest on the others), and microseconds
+per Turkish document on one core. Real text in 121 languages: bench/language_benchmark.py.
 """
 from __future__ import annotations
 
@@ -84,7 +85,9 @@ def documents(pool: list[str], n: int, rng: random.Random) -> list[str]:
 
 
 def main() -> None:
-    from pipeline.language import TurkishDetector
+    from lingua import Language
+
+    from pipeline.language import TurkishDetector, sample
     from pipeline.params import load
 
     rules = load(ROOT / "params.yaml").filter
@@ -94,23 +97,26 @@ def main() -> None:
     result = {"machine": f"{platform.machine()}, {platform.python_version()}, one process",
               "threshold": rules.min_turkish_confidence, "candidates": rules.candidate_languages,
               "documents": {label: len(texts) for label, texts in docs.items()}, "by_sample_chars": {}}
+    detector = TurkishDetector(rules)
+    threshold = rules.min_turkish_confidence
     for chars in LENGTHS:
-        sampled = rules.model_copy(update={"language_sample_chars": chars})
-        lingua_only = TurkishDetector(sampled.model_copy(update={"max_non_turkish_letter_fraction": 1.0}))
-        detector = TurkishDetector(sampled)
-        threshold = rules.min_turkish_confidence
-        called = {}
-        for name, judge in (("filter", detector), ("lingua_alone", lingua_only)):
-            scores = {label: [judge.confidence(text) for text in texts] for label, texts in docs.items()}
-            called[name] = {"turkish_missed": sum(s < threshold for s in scores["tr"]),
-                            "azerbaijani_called_turkish": sum(s >= threshold for s in scores["az"]),
-                            "turkmen_called_turkish": sum(s >= threshold for s in scores["tk"]),
-                            "lowest_confidence_on_turkish": min(scores["tr"]),
-                            "highest_confidence_on_the_others": max(scores["az"] + scores["tk"])}
+        samples = {label: [sample(text, chars) for text in texts] for label, texts in docs.items()}
+        kept = {label: [detector.decide([text]).turkish for text in texts] for label, texts in samples.items()}
+        scores = {label: [detector._lingua.compute_language_confidence(text, Language.TURKISH) for text in texts]
+                  for label, texts in samples.items()}
+        called = {"decision": {"turkish_missed": kept["tr"].count(False),
+                               "azerbaijani_called_turkish": kept["az"].count(True),
+                               "turkmen_called_turkish": kept["tk"].count(True)},
+                  "lingua_alone": {"turkish_missed": sum(s < threshold for s in scores["tr"]),
+                                   "azerbaijani_called_turkish": sum(s >= threshold for s in scores["az"]),
+                                   "turkmen_called_turkish": sum(s >= threshold for s in scores["tk"]),
+                                   "lowest_confidence_on_turkish": min(scores["tr"]),
+                                   "highest_confidence_on_the_others": max(scores["az"] + scores["tk"])}}
         start = time.process_time()
-        for text in docs["tr"]:  # the common case, and the costliest: nothing cuts it short
-            detector.confidence(text)
-        called["microseconds_per_turkish_document"] = round((time.process_time() - start) / len(docs["tr"]) * 1e6, 1)
+        for text in samples["tr"]:  # the common case
+            detector.decide([text])
+        called["microseconds_per_turkish_document"] = round((time.process_time() - start) / len(docs["tr"]) * 1e6,
+                                                            1)
         result["by_sample_chars"][chars] = called
         print(chars, result["by_sample_chars"][chars])
     save("language_sample", result)
