@@ -94,10 +94,11 @@ def test_a_rejection_names_the_language_the_script_or_the_rule(detector):
     assert detector.decide([NEIGHBOURS["ug"]]) == Verdict(False, "arabic")
     assert detector.decide(["12345 67890 !!!"]) == Verdict(False, "unknown")
     # lingua has no Turkmen and calls it Turkish: the rule that rejected it is the label
-    assert detector.decide([NEIGHBOURS["tk"]]) == Verdict(False, "few_turkish_letters")
+    assert detector.decide([NEIGHBOURS["tk"]]) == Verdict(False, "foreign_words")
     ascii_turkish = ("Dun aksam arkadaslarimla birlikte sahilde uzun bir yuruyus yaptik. Hava serindi ama deniz cok "
-                     "sakindi. Donuste kucuk bir lokantada balik yedik ve gece gec saatte eve donduk.")
-    assert detector.decide([ascii_turkish]) == Verdict(False, "few_turkish_letters")
+                     "sakindi. Donuste kucuk bir lokantada balik yedik ve gece gec saatte eve donduk. Sabah erkenden "
+                     "kalkip kahvalti hazirladik, annem taze ekmek almak icin firina gitti, babam da cayi demledi.")
+    assert detector.decide([ascii_turkish]) == Verdict(False, "few_turkish_letters")  # Turkish without its letters
 
 
 def test_langdetect_is_selectable_and_seeded():
