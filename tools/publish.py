@@ -16,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-ADAPTER = Path("models/adapter")
+from pipeline.paths import ADAPTER
+
 CARD = Path("models/card/README.md")
 GGUF = Path("models/gguf")
 
