@@ -38,11 +38,20 @@ COPY requirements.txt requirements-gpu.txt ./
 # torch first, the version CI pins in requirements.txt: on Linux x86-64 PyPI's wheel is the CUDA 13.0 build, the
 # base image's CUDA, so nvcc matches torch.version.cuda for DeepSpeed's Adam ops, compiled here (DeepSpeed
 # refuses a CUDA 13 minor mismatch). The last line stops the build if they ever disagree.
-# Cython, setuptools, wheel: pybloomfilter3 builds from source, and without build isolation it needs them here.
+# setuptools, wheel, scikit-build-core, cmake: DeepSpeed and llama-cpp-python build from source, and without build
+# isolation they need them here. llama.cpp's converter ships only in llama-cpp-python's source package: it is
+# extracted into /opt/venv/share/llama.cpp, where the export stage runs it (pipeline/gguf.py).
 RUN pip install --no-cache-dir "$(grep '^torch==' requirements.txt)" \
-    && pip install --no-cache-dir Cython==3.1.2 setuptools==80.9.0 wheel==0.45.1 \
+    && pip install --no-cache-dir setuptools==80.9.0 wheel==0.45.1 scikit-build-core==1.1.2 cmake==4.1.2 \
     && DS_BUILD_OPS=0 DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1 DS_BUILD_UTILS=1 \
+       CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" \
        pip install --no-cache-dir --no-build-isolation -r requirements-gpu.txt \
+    && pip download --no-cache-dir --no-deps --no-binary llama-cpp-python -d /tmp/llama \
+       "$(grep '^llama-cpp-python==' requirements.txt | cut -d' ' -f1)" \
+    && mkdir -p /opt/venv/share/llama.cpp \
+    && tar -xzf /tmp/llama/llama_cpp_python-*.tar.gz -C /opt/venv/share/llama.cpp --strip-components=3 --wildcards \
+       '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*' \
+    && rm -rf /tmp/llama \
     && python -c "import os, torch, deepspeed, bitsandbytes; \
 assert os.environ['CUDA_VERSION'].startswith(torch.version.cuda + '.'), (torch.version.cuda, os.environ['CUDA_VERSION']); \
 print(torch.__version__, torch.version.cuda, deepspeed.__version__, bitsandbytes.__version__)"

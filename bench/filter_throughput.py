@@ -103,9 +103,9 @@ def run_filter(docs: list[tuple[str, str]], directory: Path, cpus: int | None = 
     setup = f"""
 import json, resource, time, sys, yaml
 sys.path.insert(0, {str(ROOT)!r})
-from pipeline.experiment import merged
+from tools.experiment import merged
 from pipeline.params import validate
-from stages import prepare, filter as filter_stage
+from stages import plan, prepare, filter as filter_stage
 raw = merged(yaml.safe_load(open({str(ROOT / 'params.yaml')!r})), json.load(open('overlay.json')))
 params = validate(raw, 'bench')
 """
@@ -114,10 +114,13 @@ params = validate(raw, 'bench')
         with source.open("w", encoding="utf-8") as handle:
             for i, (label, text) in enumerate(docs):
                 handle.write(json.dumps({"id": f"{label}-{i}", "text": text}, ensure_ascii=False) + "\n")
-        overlay = {"data": {"sources": [{"name": "web", "path": str(source), "format": "text"}]}}
+        overlay = {"data": {"sources": {"web": {"dataset": {"path": str(source), "format": "text"},
+                                                "tokens_per_row": 900, "survival": 1.0}}},
+                   "evaluate": {"turkish_general_file": str(ROOT / "configs/eval/turkish_general.jsonl"),
+                                "english_file": str(ROOT / "configs/eval/english.jsonl")}}
         (directory / "overlay.json").write_text(json.dumps(overlay))
-        subprocess.run([sys.executable, "-c", setup + "prepare.run(params)"], cwd=directory, check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-c", setup + "plan.run(params); prepare.run(params, 'web')"],
+                       cwd=directory, check=True, capture_output=True)
     code = setup + """
 cpu = lambda who: sum(getattr(resource.getrusage(who), f) for f in ('ru_utime', 'ru_stime'))  # noqa: E731
 def own_peak_mib():
@@ -178,7 +181,7 @@ def run_naive(docs: list[tuple[str, str]], passes: int = 3) -> dict:
 
 
 def cost_per_turkish_page(docs: list[tuple[str, str]]) -> dict:
-    """Where a worker's time goes on a Turkish page: the steps of stages.filter.examine in its order, each timed
+    """Where a worker's time goes on a Turkish page: the steps of pipeline.judge in their order, each timed
     on each page, in one process (so a step that reuses what an earlier one computed, as MinHash and
     decontamination reuse the words step's n-gram hashes, is charged only for its own work); best of three
     passes, microseconds per page."""

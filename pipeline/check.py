@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.eval_sets import check_lm_eval_tasks
 from pipeline.params import load
 from pipeline.paths import PARAMS
 
@@ -15,7 +14,10 @@ from pipeline.paths import PARAMS
 def main() -> None:
     path = Path(sys.argv[1] if len(sys.argv) > 1 else PARAMS)
     try:
-        check_lm_eval_tasks(load(path).evaluate)
+        params = load(path)
+        from pipeline.eval_sets import check_lm_eval_tasks  # lm-eval's task list: only for params that load
+
+        check_lm_eval_tasks(params.evaluate)
     except PipelineError as exc:
         sys.exit(f"error: {exc}")
     print(f"{path}: valid")

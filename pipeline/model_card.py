@@ -2,7 +2,7 @@
 
 Written from the run's own records: the base model and its revision (models/base/source.json), the data
 sources with their revisions and counts (reports/prepare.json or reports/prepare/<source>.json), token counts
-(reports/tokens.json, and the planned ones of reports/plan.json when there is one), the `train` params and the
+(reports/tokens.json, with the plan's tokens per source), the `train` params and the
 evaluation (reports/eval.json). The metadata block is huggingface_hub's ModelCardData, so the Hub reads it.
 A missing report leaves its section saying so: a card is documentation, not a gate.
 """
@@ -212,9 +212,8 @@ def prepare_reports(reports: Path) -> dict:
     return {path.stem: read_json(path) for path in sorted(folder.glob("*.json"))}
 
 
-def data_rows(sources: list[dict], prepared: dict, tokens: dict | None, plan: dict | None) -> list[dict]:
+def data_rows(sources: list[dict], prepared: dict, tokens: dict | None) -> list[dict]:
     train = (tokens or {}).get("splits", {}).get("train", {})
-    planned = (plan or {}).get("sources", {})
     rows = []
     for source in sources:
         name = source["name"]
@@ -226,11 +225,11 @@ def data_rows(sources: list[dict], prepared: dict, tokens: dict | None, plan: di
                      ("local files" if not HUB_ID.match(source["path"]) else "–"),
                      "rows": number(train.get(name, {}).get("rows", report.get("kept"))),
                      "tokens": number(train.get(name, {}).get("tokens")),
-                     "planned": number(planned.get(name, {}).get("train_tokens"))})
+                     "planned": number(train.get(name, {}).get("plan", {}).get("planned_tokens"))})
     return rows
 
 
-def tokens_line(tokens: dict | None, plan: dict | None) -> str:
+def tokens_line(tokens: dict | None, epochs: float) -> str:
     if tokens is None:
         return "Token counts: not recorded (reports/tokens.json missing)."
     splits = tokens.get("splits", {})
@@ -238,9 +237,10 @@ def tokens_line(tokens: dict | None, plan: dict | None) -> str:
     line = (f"Training tokens: {number(train.get('tokens'))} ({number(train.get('learned'))} learned, the rest are "
             f"prompts); validation: {number(validation.get('tokens'))} tokens in {number(validation.get('rows'))} "
             f"rows. Sequences of at most {number(tokens.get('max_seq_length'))} tokens.")
-    planned = (plan or {}).get("train_tokens_planned")
-    return line + (f" The plan (reports/plan.json) asked for {number(planned)} training tokens an epoch, for "
-                   f"{number(plan.get('epochs'))} epochs." if planned else "")
+    planned = sum(entry.get("plan", {}).get("planned_tokens", 0) for name, entry in splits.get("train", {}).items()
+                  if name != "_total")
+    return line + (f" The plan asked for {number(planned)} training tokens an epoch, for {number(epochs)} epochs."
+                   if planned else "")
 
 
 def base_facts(model_id: str, source: dict | None) -> tuple[str | None, str]:
@@ -268,7 +268,6 @@ def facts(dumped: dict, reports: Path = paths.REPORTS, base_source: Path = paths
     hub_id, base_line = base_facts(model_id, read_json(base_source))
     sources = named_sources(dumped["data"]["sources"])
     tokens = read_json(reports / paths.TOKENS_REPORT.name)
-    plan = read_json(reports / paths.PLAN_REPORT.name)
     evaluation = read_json(reports / paths.EVAL_REPORT.name)
     license_id, terms = license_of(model_id)
     return {
@@ -276,8 +275,8 @@ def facts(dumped: dict, reports: Path = paths.REPORTS, base_source: Path = paths
         "base_model": hub_id,
         "base_line": base_line,
         "datasets": [s["path"] for s in sources if HUB_ID.match(s["path"]) and not Path(s["path"]).exists()],
-        "data_rows": data_rows(sources, prepare_reports(reports), tokens, plan),
-        "tokens_line": tokens_line(tokens, plan),
+        "data_rows": data_rows(sources, prepare_reports(reports), tokens),
+        "tokens_line": tokens_line(tokens, dumped["train"]["num_train_epochs"]),
         "train_params": [(key, f"`{value}`" if isinstance(value, (list, str)) else value)
                          for key, value in dumped["train"].items()],
         "eval_rows": [{**row, "base": number(row["base"]), "tuned": number(row["tuned"]),

@@ -170,8 +170,13 @@ class Evaluate(Section):
     fail_on_regression: Optional[float] = Field(default=None, ge=0)  # stop when a measure is worse by more
 
 
+GgufType = Literal["bf16", "f16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_0", "q4_k_m", "q4_k_s", "q4_0", "q3_k_m",
+                   "q2_k"]
+
+
 class Export(Section):
     merge: bool  # write the adapter merged into the bf16 base to models/merged (~54 GB for 27B)
+    gguf: Optional[GgufType] = None  # models/gguf: llama.cpp's GGUF of the merged model, with an Ollama Modelfile
 
 
 class Params(Section):

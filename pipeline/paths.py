@@ -20,6 +20,8 @@ BASE_SOURCE = BASE / "source.json"
 ADAPTER = Path("models/adapter")
 CHECKPOINTS = Path("models/checkpoints")
 MERGED = Path("models/merged")
+GGUF = Path("models/gguf")  # the GGUF, its Ollama Modelfile and card: `dvc pull models/gguf` fetches them alone
+CARD = Path("models/card")  # the adapter's Hub model card (train owns models/adapter)
 
 # reports: details (provenance, per-source and per-rule counts) and the few metrics experiments compare
 REPORTS = Path("reports")

@@ -28,9 +28,7 @@ from pipeline.disk import require_free
 from pipeline.errors import PipelineError
 from pipeline.params import Params
 
-ADAPTER, BASE, OUT = paths.ADAPTER, paths.BASE, paths.MERGED
-GGUF = Path("models/gguf")  # the GGUF, its Modelfile and card: `dvc pull models/gguf` fetches them alone
-CARD = Path("models/card")  # the adapter's model card (train owns models/adapter)
+ADAPTER, BASE, OUT, GGUF, CARD = paths.ADAPTER, paths.BASE, paths.MERGED, paths.GGUF, paths.CARD
 log = logging.getLogger("export")
 
 DISABLED = """# No merged checkpoint
@@ -45,10 +43,6 @@ NO_GGUF = """# No GGUF
 `dvc exp run -S export.gguf=q4_k_m` (or q8_0, ...); training is not rerun. Then `dvc pull models/gguf` fetches
 the GGUF, its Ollama Modelfile and its model card, and nothing else.
 """
-
-
-def gguf_type(params: Params) -> str | None:
-    return getattr(params.export, "gguf", None)
 
 
 def gguf_name(model_id: str, kind: str) -> str:
@@ -79,7 +73,7 @@ def write_gguf(merged: Path, out: Path, kind: str, model_type: str, facts: dict,
 def run(params: Params) -> dict:
     if not (ADAPTER / "adapter_config.json").exists():
         raise PipelineError(f"{ADAPTER}: missing; run the pipeline or `dvc pull {ADAPTER}` first")
-    kind = gguf_type(params)
+    kind = params.export.gguf
     if kind:
         gguf.check_tools(kind)
     base_bytes = sum(p.stat().st_size for p in BASE.glob("*.safetensors"))

@@ -129,7 +129,7 @@ def install_steps(dockerfile: Path) -> list[Pin]:
 
 
 def pip_install_pins(command: list[str], context: Path, line: int) -> list[Pin]:
-    while command and re.fullmatch(r"\w+=\S*", command[0]):  # VAR=value before the command
+    while command and re.fullmatch(r"\w+=.*", command[0], re.DOTALL):  # VAR=value before the command (one word)
         command = command[1:]
     words = command[3:] if command[:3] == ["python", "-m", "pip"] else command
     if words[:2] != ["pip", "install"]:

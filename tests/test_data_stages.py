@@ -29,9 +29,10 @@ DEMO_SOURCES = {
 }
 
 
-# the evaluation files by absolute path: tests run the stages in a folder of their own
+# the repository's files params name, by absolute path: tests run the stages in a folder of their own
 EVALUATION = {"evaluate": {"turkish_general_file": str(REPO / "configs/eval/turkish_general.jsonl"),
-                           "english_file": str(REPO / "configs/eval/english.jsonl")}}
+                           "english_file": str(REPO / "configs/eval/english.jsonl")},
+              "train": {"accelerate_config": str(REPO / "configs/accelerate/single_gpu.yaml")}}
 
 
 def params_raw(overlay: dict) -> dict:

@@ -17,7 +17,7 @@ from tests.tiny import REPO
 DOCKERFILE = REPO / "Dockerfile"
 # Pins the image builds from source: PyPI has no wheel of them for CPython 3.12 (langdetect's only wheel is
 # py2). Any other pin without a wheel would be built in the image, so it fails the resolution test.
-BUILT_FROM_SOURCE = {"deepspeed", "pybloomfilter3", "langdetect"}
+BUILT_FROM_SOURCE = {"deepspeed", "langdetect", "llama-cpp-python"}
 
 
 @pytest.fixture(scope="module")
