@@ -34,7 +34,7 @@ RUN apt-get update \
     && python3.12 -m venv /opt/venv
 
 WORKDIR /opt/build
-COPY requirements.txt requirements-gpu.txt ./
+COPY requirements.txt requirements-gpu.txt requirements-gguf.txt ./
 # torch first, the version CI pins in requirements.txt: on Linux x86-64 PyPI's wheel is the CUDA 13.0 build, the
 # base image's CUDA, so nvcc matches torch.version.cuda for DeepSpeed's Adam ops, compiled here (DeepSpeed
 # refuses a CUDA 13 minor mismatch). The last line stops the build if they ever disagree.
@@ -47,7 +47,7 @@ RUN pip install --no-cache-dir "$(grep '^torch==' requirements.txt)" \
        CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" \
        pip install --no-cache-dir --no-build-isolation -r requirements-gpu.txt \
     && pip download --no-cache-dir --no-deps --no-binary llama-cpp-python -d /tmp/llama \
-       "$(grep '^llama-cpp-python==' requirements.txt | cut -d' ' -f1)" \
+       "$(grep '^llama-cpp-python==' requirements-gguf.txt)" \
     && mkdir -p /opt/venv/share/llama.cpp \
     && tar -xzf /tmp/llama/llama_cpp_python-*.tar.gz -C /opt/venv/share/llama.cpp --strip-components=3 --wildcards \
        '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*' \

@@ -9,17 +9,23 @@ export HF_HUB_OFFLINE ?= 1
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 
-.PHONY: demo test install plots
+.PHONY: demo test install gguf plots
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
-	# llama.cpp's HF-to-GGUF converter ships only in llama-cpp-python's source package: pipeline/gguf.py runs it
-	# from share/llama.cpp, with the gguf-py of the same llama.cpp commit
+	touch $@
+
+# llama.cpp for export.gguf. Its HF-to-GGUF converter ships only in llama-cpp-python's source package:
+# pipeline/gguf.py runs it from share/llama.cpp, with the gguf-py of the same llama.cpp commit
+gguf: $(VENV)/.gguf
+
+$(VENV)/.gguf: $(VENV)/.installed requirements-gguf.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-gguf.txt
 	$(BIN)/pip download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python -d $(VENV)/src \
-		"$$(grep '^llama-cpp-python==' requirements.txt | cut -d' ' -f1)"
+		"$$(grep '^llama-cpp-python==' requirements-gguf.txt)"
 	mkdir -p $(VENV)/share/llama.cpp
 	tar -xzf $(VENV)/src/llama_cpp_python-*.tar.gz -C $(VENV)/share/llama.cpp --strip-components=3 --wildcards \
 		'*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*'
@@ -40,7 +46,7 @@ demo: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.experiment configs/demo.yaml
 	@cat reports/metrics/eval.json
 
-test: install $(LAUNCH)/.installed
+test: install gguf $(LAUNCH)/.installed
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests --ignore=tests/test_launch.py
 	$(LAUNCH)/bin/python -m pytest -q --noconftest -p no:cacheprovider tests/test_launch.py
 

@@ -79,8 +79,9 @@ def converter() -> Path:
     path = Path(os.environ.get(CONVERTER_ENV) or DEFAULT_CONVERTER)
     if not path.is_file():
         raise PipelineError(
-            f"export.gguf: llama.cpp's converter is not at {path}; run `make install` (it extracts "
-            f"convert_hf_to_gguf.py from llama-cpp-python's source package) or set {CONVERTER_ENV}"
+            f"export.gguf: llama.cpp's converter is not at {path}; run `make gguf` (it installs "
+            f"requirements-gguf.txt and extracts convert_hf_to_gguf.py from llama-cpp-python's source package) or "
+            f"set {CONVERTER_ENV}"
         )
     return path
 
@@ -99,8 +100,8 @@ def quantizer(gguf_type: str):
     try:
         import llama_cpp
     except ImportError:
-        raise PipelineError(f"export.gguf: {gguf_type} needs llama.cpp's quantizer: pip install llama-cpp-python "
-                            "(requirements.txt pins it)") from None
+        raise PipelineError(f"export.gguf: {gguf_type} needs llama.cpp's quantizer: run `make gguf` "
+                            "(requirements-gguf.txt)") from None
     return llama_cpp
 
 
