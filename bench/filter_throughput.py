@@ -114,7 +114,9 @@ params = validate(raw, 'bench')
         with source.open("w", encoding="utf-8") as handle:
             for i, (label, text) in enumerate(docs):
                 handle.write(json.dumps({"id": f"{label}-{i}", "text": text}, ensure_ascii=False) + "\n")
-        overlay = {"data": {"sources": {"web": {"dataset": {"path": str(source), "format": "text"},
+        # a budget far beyond the corpus: the plan reads all of it
+        overlay = {"budget": {"gpu_hours": 1e6},
+                   "data": {"sources": {"web": {"dataset": {"path": str(source), "format": "text"},
                                                 "tokens_per_row": 900, "survival": 1.0}}},
                    "evaluate": {"turkish_general_file": str(ROOT / "configs/eval/turkish_general.jsonl"),
                                 "english_file": str(ROOT / "configs/eval/english.jsonl")}}
