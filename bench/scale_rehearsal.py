@@ -108,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=2_000_000)
     parser.add_argument("--base", type=Path, required=True, help="a converted checkpoint (the demo's models/base)")
-    parser.add_argument("--gpu-hours", type=float, default=0.07, help="the budget: what share of --docs it buys")
+    parser.add_argument("--gpu-hours", type=float, default=94, help="the budget: ~500k of 2M documents")
     parser.add_argument("--name", default="scale-rehearsal")
     args = parser.parse_args()
 

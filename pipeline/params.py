@@ -58,7 +58,7 @@ class Source(Section):
     # the plan: how much of it to read
     weight: float = Field(default=1.0, gt=0)  # share of the training tokens, relative to the other sources
     tokens_per_row: float = Field(gt=0)  # tokens a kept row gives (measured or stated)
-    survival: float = Field(gt=0, le=1)  # share of the rows read that the filter keeps (measured or stated)
+    survival: float = Field(gt=0, le=1)  # share of the rows read that the filter keeps to train on (measured or stated)
     rows: Optional[int] = Field(default=None, gt=0)  # rows the source has, when known: never plan more
     max_samples: Optional[int] = Field(default=None, gt=0)  # rows to read, overriding the plan
 

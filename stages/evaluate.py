@@ -225,6 +225,10 @@ def lm_eval_scores(model, tokenizer, params: Params) -> tuple[dict, dict]:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    # the harness logs each run's seeds and contexts, and warns that a model passed as an object may have been
+    # launched by accelerate: it was not, it is this stage's own; its warnings and errors still show
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    logging.getLogger("lm_eval.models.huggingface").setLevel(logging.ERROR)
     manager = TaskManager(include_path=settings.lm_eval_include_path)
     harness = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
     scores, skipped = {}, {}
@@ -258,12 +262,12 @@ def lm_eval_scores(model, tokenizer, params: Params) -> tuple[dict, dict]:
 
 def headline(report: dict) -> dict:
     """The few numbers experiments are compared by (reports/metrics/eval.json, short names so that `dvc exp show`
-    fits a terminal): perplexity base and tuned and the verdict of general Turkish (the headline), the
-    validation split and English; each task's verdict (by its first metric); the Turkish answer rate."""
+    fits a terminal): the tuned model's perplexity and the verdict against the base on general Turkish (the
+    headline), the validation split and English; each task's verdict (by its first metric); the Turkish answer
+    rate. The base's figures are in reports/eval.json."""
     sets = {"general": report["turkish_general"]["all"], "validation": report["validation"]["all"],
             "english": report["english"]["all"]}
-    out = {name: {"base": figures["base"]["perplexity"], "tuned": figures["tuned"]["perplexity"],
-                  "verdict": figures["verdict"]} for name, figures in sets.items()}
+    out = {name: {"ppl": figures["tuned"]["perplexity"], "verdict": figures["verdict"]} for name, figures in sets.items()}
     out["tasks"] = {task: next(iter(measures.values()))["verdict"] for task, measures in report["lm_eval"].items()}
     out["tasks"].update({task: "skipped" for task in report["lm_eval_skipped"]})
     if report["generation"]:

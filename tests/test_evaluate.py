@@ -62,7 +62,7 @@ def report(general: str, english: str, task: str = "same", task_delta: float = 0
 def test_the_headline_leads_with_general_turkish_and_carries_every_verdict():
     headline = evaluate.headline(report("better", "worse", "worse", -0.1))
     assert list(headline)[0] == "general"
-    assert headline["general"] == {"base": 100.0, "tuned": 90.0, "verdict": "better"}
+    assert headline["general"] == {"ppl": 90.0, "verdict": "better"}
     assert headline["english"]["verdict"] == "worse"
     assert headline["tasks"] == {"xcopa_tr": "worse", "turkishmmlu": "skipped"}
 

@@ -204,7 +204,7 @@ def test_exp_show_fits_a_120_column_terminal(demo):
                if line.strip().startswith("dvc exp show")][0].split("#")[0].split()
     shown = sh(*command, "--no-pager", cwd=project, env={"COLUMNS": "120"}).stdout
     assert max(len(line) for line in shown.splitlines()) <= 120, shown
-    assert "…" not in shown and "general.verdict" in shown, shown
+    assert "…" not in shown and "general.verdict" in shown and "train.lora_r" in shown, shown
 
 
 def test_the_training_and_evaluation_plots_render_offline(demo):
