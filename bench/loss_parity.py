@@ -1,9 +1,9 @@
-"""Loss parity on real text: the seed's padded rows against the default packed rows, real Gemma 3 270M, demo data.
+"""Loss parity on real text: the original plan's padded rows against the default packed rows, real Gemma 3 270M, demo data.
 
     python bench/loss_parity.py [--steps 24]
 
 Runs the pipeline's own stages (base_model from the PyPI GGUF, prepare, filter, tokenize, train) in a
-temporary directory twice, changing only how rows are made: padded rows of 4 documents per step (the seed),
+temporary directory twice, changing only how rows are made: padded rows of 4 documents per step (the original plan),
 and packed rows (tokenize.packing, train.attention: varlen) of 2 per step (on the demo, 453 real tokens a
 step against 308). On the CPU the varlen path is pipeline.attention's per-document reference; the GPU
 kernel's parity with it is bench/varlen_check.py's. Held-out loss is the trainer's, on the same unpacked

@@ -42,7 +42,7 @@ from bench.record import save  # noqa: E402
 PEAK_BF16_FLOPS = 989e12
 DEFAULT = dict(lengths="variable", packing=True, liger=True, bf16_cast=True, attention="varlen")
 VARIANTS = {
-    # the seed's configuration: batch 4 x 2048, no packing, gradient checkpointing, SDPA
+    # the original plan's configuration: batch 4 x 2048, no packing, gradient checkpointing, SDPA
     "seed_fixed": dict(lengths="fixed", packing=False, liger=False, bf16_cast=False),
     "seed_variable": dict(lengths="variable", packing=False, liger=False, bf16_cast=False),
     # single levers on the variable-length data
@@ -460,7 +460,7 @@ def main() -> None:
 
 
 def table(results: list[dict]) -> None:
-    """Each variant against the seed's configuration on the same kind of rows (fixed or variable lengths)."""
+    """Each variant against the original plan's configuration on the same kind of rows (fixed or variable lengths)."""
     seeds = {r["lengths"]: r for r in results if r["variant"].startswith("seed_") and "mfu" in r}
     print(f"\n{'variant':<26}{'tok/s med':>10}{'tok/s mean':>11}{'s/step':>8}{'spread':>15}{'peak GiB':>9}"
           f"{'MFU':>7}{'x seed':>8}{'mem x':>7}")

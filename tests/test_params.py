@@ -16,7 +16,7 @@ def write(tmp_path, mutate):
 def test_the_committed_params_are_the_seed_run_on_gemma_3_27b(params):
     assert params.model.id == "google/gemma-3-27b-it"
     assert params.tokenize.max_seq_length == 2048
-    # the seed's flags, except --packing False: the measured faster path packs (bench/README.md)
+    # the original plan's flags, except --packing False: the measured faster path packs (bench/README.md)
     assert (params.tokenize.packing, params.train.attention, params.train.liger) == (True, "varlen", True)
     t = params.train
     assert (t.num_train_epochs, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (3, 4, 8)
