@@ -110,19 +110,16 @@ def test_hub_files_are_downloaded_at_the_pinned_commit_and_only_those_the_sample
     assert not list(Path("data").rglob("*downloads*"))  # deleted once read
 
 
-def test_a_missing_local_path_is_named_as_one_and_an_unreachable_hub_dataset_as_that(workdir):
-    params = params_with({"data": {"sources": {"web": {"dataset": {"path": "demo/data/webb", "format": "text"},
+@pytest.mark.parametrize("path, message", [
+    ("demo/data/webb", r"^data.sources.web.dataset: no .json/.jsonl/.parquet file at 'demo/data/webb'$"),
+    ("nobody/nothing", r"^data.sources.web.dataset: cannot reach the Hub dataset 'nobody/nothing' .*HF_HUB_OFFLINE=1"),
+])
+def test_a_missing_local_path_is_named_as_one_and_an_unreachable_hub_dataset_as_that(workdir, path, message):
+    params = params_with({"data": {"sources": {"web": {"dataset": {"path": path, "format": "text"},
                                                        "tokens_per_row": 100, "survival": 1.0}}}})
     plan.run(params)
-    with pytest.raises(PipelineError, match=r"^data.sources.web.dataset: no .json/.jsonl/.parquet file at "
-                                            r"'demo/data/webb'$"):
+    with pytest.raises(PipelineError, match=message):
         prepare.run(params, "web")
-    hub = params_with({"data": {"sources": {"web": {"dataset": {"path": "nobody/nothing", "format": "text"},
-                                                    "tokens_per_row": 100, "survival": 1.0}}}})
-    plan.run(hub)
-    with pytest.raises(PipelineError, match=r"^data.sources.web.dataset: cannot reach the Hub dataset "
-                                            r"'nobody/nothing' .*HF_HUB_OFFLINE=1"):
-        prepare.run(hub, "web")
     assert not Path("data/prepared/web").exists()
 
 
