@@ -24,6 +24,11 @@ def _stop(signum, frame) -> None:
     raise Stopped
 
 
+def _ignore_stops() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def quiet_libraries() -> None:
     """Library warnings that say nothing to a user of the pipeline."""
     import warnings
@@ -44,10 +49,15 @@ def main(run: Callable[..., dict], description: str, *arguments: str) -> None:
     signal.signal(signal.SIGTERM, _stop)
     try:
         run(load(args.params), *(getattr(args, name) for name in arguments))
+        # Done: a stop from here on changes nothing. Ignored, not left to Python, whose shutdown restores the
+        # default handlers, so a signal in the last milliseconds would end a finished stage by the signal
+        _ignore_stops()
     except PipelineError as exc:
+        _ignore_stops()
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except (KeyboardInterrupt, Stopped) as exc:
+        _ignore_stops()
         what, code = ("stopped (SIGTERM)", 143) if isinstance(exc, Stopped) else ("interrupted", 130)
         print(f"error: {what}; outputs were left as they were, and finished work is kept: run the stage again "
               "to resume", file=sys.stderr)

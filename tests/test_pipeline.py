@@ -3,6 +3,7 @@ what a change reruns, and that a failed run keeps the last good outputs."""
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,8 @@ def demo(tmp_path_factory, tiny_model_dir):
 
 
 def restore(project: Path) -> None:
-    sh("git", "checkout", "-q", "--", "params.yaml", "dvc.lock", cwd=project)
+    """Back to the committed demo run: params, lock, reports (git) and the outputs (DVC)."""
+    sh("git", "checkout", "-q", "--", ".", cwd=project)
     sh("dvc", "checkout", "-q", cwd=project)
 
 
@@ -68,7 +70,8 @@ def test_the_demo_writes_every_report_and_a_second_run_reruns_nothing(demo):
     assert validation["tuned"]["perplexity"] < validation["base"]["perplexity"], evaluation
     assert {"kind:text", "kind:chat", "source:web", "source:wikipedia", "source:openhermes"} <= set(
         evaluation["validation"])
-    assert set(evaluation["fertility_tokens_per_word"]) == {"web", "wikipedia", "openhermes"}
+    sources = {"web", "wikipedia", "openhermes", "help"}  # configs/demo.yaml's
+    assert set(evaluation["fertility_tokens_per_word"]) == sources
     assert evaluation["generation"]["prompts"] == 2
     assert "demo_tr_regions/acc" in evaluation["lm_eval"]["demo_tr_regions"]  # ran through lm-eval
     assert evaluation["lm_eval"]["demo_tr_regions"]["demo_tr_regions/acc"]["verdict"] in ("better", "same", "worse")
@@ -87,8 +90,7 @@ def test_the_demo_writes_every_report_and_a_second_run_reruns_nothing(demo):
     assert set(train) == {"train_loss", "eval_loss", "tokens_per_second_per_device", "peak_gpu_memory_gib",
                           "gpu_hours"}
     assert json.loads((project / "reports/train.json").read_text())["global_step"] == 6
-    assert json.loads((project / "reports/plan.json").read_text())["sources"].keys() == {"web", "wikipedia",
-                                                                                         "openhermes"}
+    assert json.loads((project / "reports/plan.json").read_text())["sources"].keys() == sources
     again = sh("dvc", "repro", cwd=project)
     assert ran(again.stdout) == [] and "up to date" in again.stdout, again.stdout
     assert (project / "models/merged/README.md").exists()  # the export stage; export.merge is off in the demo
@@ -96,20 +98,20 @@ def test_the_demo_writes_every_report_and_a_second_run_reruns_nothing(demo):
 
 # The stages each change makes stale by itself (`dvc status`); `check` goes with every change to params.yaml.
 RERUNS = {
-    "train.lora_r=32": {"train"},
-    "train.learning_rate=1e-4": {"train"},
-    "train.per_device_train_batch_size=2": {"train"},
-    "train.logging_steps=2": {"train"},
-    "train.eval_steps=4": {"train"},
-    "train.save_steps=4": {"train"},
+    "train.lora_r=32": {"train", "export"},  # export: the model card lists the train params
+    "train.learning_rate=1e-4": {"train", "export"},
+    "train.per_device_train_batch_size=2": {"train", "export"},
+    "train.logging_steps=2": {"train", "export"},
+    "train.eval_steps=4": {"train", "export"},
+    "train.save_steps=4": {"train", "export"},
     "budget.usd_per_gpu_hour=3.0": {"plan"},
     "budget.gpu_hours=1.0": {"plan"},
     "evaluate.max_new_tokens=8": {"evaluate"},
     "export.merge=true": {"export"},
     "tokenize.max_seq_length=256": {"tokenize", "train", "evaluate"},
     "filter.min_words=10": {"filter"},
-    "data.sources.web.survival=0.5": {"plan"},
-    "data.sources.web.dataset.path=demo/data/help.jsonl": {"plan", "prepare@web"},
+    "data.sources.web.survival=0.5": {"plan", "export"},  # the card lists the sources
+    "data.sources.web.dataset.path=demo/data/help.jsonl": {"plan", "prepare@web", "export"},
     "model.revision=other": {"base_model"},
 }
 
@@ -120,7 +122,7 @@ def test_a_change_makes_stale_exactly_the_stages_that_use_it(demo, change):
     key, value = change.split("=")
     overlay = value_at(key, value)
     try:
-        apply(overlay, project / "params.yaml")
+        apply(overlay, project / "params.yaml", replaced=None)  # one value changed, as `-S` changes it
         status = sh("dvc", "status", "--json", cwd=project).stdout
         assert set(json.loads(status)) == {"check"} | RERUNS[change], status
     finally:
@@ -166,7 +168,7 @@ def test_a_failed_stage_keeps_the_last_good_outputs_and_status_says_what_is_stal
     overlay, message = FAILURES[stage]
     before = outputs(project)
     try:
-        apply(overlay, project / "params.yaml")
+        apply(overlay, project / "params.yaml", replaced=None)
         failed = sh(*launch.split(), cwd=project, check=False)
         assert failed.returncode != 0 and message in failed.stderr + failed.stdout, failed.stdout + failed.stderr
         assert "Traceback" not in failed.stderr, failed.stderr[-3000:]
@@ -201,7 +203,8 @@ def test_dag_runs_check_plan_prepare_filter_tokenize_train_evaluate(demo):
 def test_exp_show_fits_a_120_column_terminal(demo):
     project, _ = demo
     command = [line for line in (Path(__file__).parent.parent / "README.md").read_text().splitlines()
-               if line.strip().startswith("dvc exp show")][0].split("#")[0].split()
+               if line.strip().startswith("dvc exp show")][0]
+    command = shlex.split(command, comments=True)
     shown = sh(*command, "--no-pager", cwd=project, env={"COLUMNS": "120"}).stdout
     assert max(len(line) for line in shown.splitlines()) <= 120, shown
     assert "…" not in shown and "general.verdict" in shown and "train.lora_r" in shown, shown

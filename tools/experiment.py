@@ -25,12 +25,13 @@ REPLACED = ("data", "sources")  # a mapping the overlay replaces whole
 NOISE = "No file hash info found for"
 
 
-def merged(base: dict, overlay: dict, prefix: tuple = ()) -> dict:
-    """`overlay` laid over `base` (either plain or ruamel's round-trip mappings, which this updates in place)."""
+def merged(base: dict, overlay: dict, replaced: tuple | None = REPLACED, prefix: tuple = ()) -> dict:
+    """`overlay` laid over `base` (either plain or ruamel's round-trip mappings, which this updates in place);
+    the mapping at `replaced` is replaced whole (None: every mapping is merged, as `dvc exp run -S` does)."""
     for key, value in overlay.items():
         path = (*prefix, key)
-        if isinstance(value, dict) and path != REPLACED and isinstance(base.get(key), dict):
-            merged(base[key], value, path)
+        if isinstance(value, dict) and path != replaced and isinstance(base.get(key), dict):
+            merged(base[key], value, replaced, path)
         else:
             base[key] = value
     return base
@@ -44,11 +45,11 @@ def validate(overlay_path: Path, params_path: Path = PARAMS) -> dict:
     return overlay
 
 
-def apply(overlay: dict, params_path: Path = PARAMS) -> None:
+def apply(overlay: dict, params_path: Path = PARAMS, replaced: tuple | None = REPLACED) -> None:
     document = YAML()  # round trip: the file keeps its comments and order
     document.width = 4096
     data = document.load(params_path.read_text(encoding="utf-8"))
-    merged(data, overlay)
+    merged(data, overlay, replaced)
     with params_path.open("w", encoding="utf-8") as handle:
         document.dump(data, handle)
 
