@@ -47,7 +47,7 @@ demo: install
 	@cat reports/metrics/eval.json
 
 test: install gguf $(LAUNCH)/.installed
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests --ignore=tests/test_launch.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile tests --ignore=tests/test_launch.py
 	$(LAUNCH)/bin/python -m pytest -q --noconftest -p no:cacheprovider tests/test_launch.py
 
 # dvc plots show that renders offline (vega inlined): dvc_plots/index.html

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,13 +88,19 @@ def document(label: str, rng: random.Random, words: dict, pools: dict) -> str:
 
 
 def corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    return list(documents(n, seed))
+
+
+def documents(n: int, seed: int = 0) -> Iterator[tuple[str, str]]:
+    """corpus(n, seed) one document at a time, for corpora larger than memory."""
     rng = random.Random(seed)
     turkish = [" ".join(options).format(**city_fields(city)) for city in CITIES
                for pool in WEB_POOLS.values() for options in pool]
     pools = sentence_pools()
     words = {"tr": vocabulary(turkish), **{label: vocabulary(pool) for label, pool in pools.items()}}
     labels, weights = zip(*MIX)
-    return [(label, document(label, rng, words, pools)) for label in rng.choices(labels, weights, k=n)]
+    for label in rng.choices(labels, weights, k=n):
+        yield label, document(label, rng, words, pools)
 
 
 def run_filter(docs: list[tuple[str, str]], directory: Path, cpus: int | None = None) -> dict:

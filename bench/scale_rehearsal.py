@@ -37,14 +37,14 @@ STAGES = ("check", "plan", "prepare@fineweb2", "filter", "base_model", "tokenize
 
 
 def corpus_folder(docs: int) -> Path:
-    from bench.filter_throughput import corpus
+    from bench.filter_throughput import documents
     from bench.hub_layout import write_fineweb2
 
     folder = WORK / f"fineweb-2-{docs}"
     if (folder / "README.md").exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    texts = (text for _, text in corpus(docs, seed=7))
+    texts = (text for _, text in documents(docs, seed=7))
     write_fineweb2(folder, texts, rows_per_file=40_000, rows_per_group=1_000)
     return folder
 

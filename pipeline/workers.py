@@ -27,9 +27,14 @@ class WorkerError(Exception):
     """An unexpected error in a worker, with the worker's traceback as text."""
 
 
-def _serve(connection, work: Callable[[Any, Any], Any], state: Any) -> None:
+STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _serve(connection, work: Callable[[Any, Any], Any], state: Any, others: list) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stage's process decides what Ctrl-C means
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # and a SIGTERM to all just ends a worker, silently
+    for other in others:  # the stage's ends of the pipes, inherited by the fork: once the stage's process is
+        other.close()  # gone (even by kill -9), nothing holds them, and recv() below ends this worker
     while True:
         try:
             task = connection.recv()
@@ -51,13 +56,28 @@ class WorkerPool:
         context = multiprocessing.get_context("fork")
         self.per_worker = per_worker
         self._connections, self._processes = [], []
-        for _ in range(max(1, workers)):
-            parent, child = context.Pipe()
-            process = context.Process(target=_serve, args=(child, work, state), daemon=True)
-            process.start()
-            child.close()
-            self._connections.append(parent)
-            self._processes.append(process)
+        # A stop during a fork, before the new worker is in self._processes, would leave it running unseen (and
+        # holding the stage's output pipe): stops are held back while the workers start, then acted on.
+        held: list[int] = []
+        previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in STOPS}
+        try:
+            for _ in range(max(1, workers)):
+                parent, child = context.Pipe()
+                others = [*self._connections, parent]
+                process = context.Process(target=_serve, args=(child, work, state, others), daemon=True)
+                process.start()
+                child.close()
+                self._connections.append(parent)
+                self._processes.append(process)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if held:
+            self.close()
+            signal.raise_signal(held[0])  # the stage's own handler: KeyboardInterrupt, or Stopped for SIGTERM
 
     def map(self, tasks: Iterable) -> Iterator:
         """Each task's result, in task order."""
@@ -68,7 +88,10 @@ class WorkerPool:
             task = next(tasks, _END)
             if task is _END:
                 return False
-            self._connections[worker].send(task)
+            try:
+                self._connections[worker].send(task)
+            except OSError:  # the worker is gone: said as when its answer is missing
+                self._died(worker)
             pending.append(worker)
             return True
 
@@ -84,18 +107,21 @@ class WorkerPool:
         try:
             kind, value = self._connections[worker].recv()
         except EOFError:
-            process = self._processes[worker]
-            process.join(timeout=5)
-            code = process.exitcode
-            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            hint = " (out of memory?)" if code == -signal.SIGKILL else ""
-            raise PipelineError(f"a worker process died ({how}){hint}; work done so far is kept: run the stage "
-                                "again to continue") from None
+            self._died(worker)
         if kind == "error":
             raise value
         if kind == "bug":
             raise WorkerError(value)
         return value
+
+    def _died(self, worker: int) -> None:
+        process = self._processes[worker]
+        process.join(timeout=5)
+        code = process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+        raise PipelineError(f"a worker process died ({how}){hint}; work done so far is kept: run the stage "
+                            "again to continue") from None
 
     def close(self) -> None:
         """Stop every worker now: tasks in flight are abandoned (the stage redoes them when resumed)."""

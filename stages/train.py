@@ -79,6 +79,14 @@ def live_callbacks(resume: bool) -> list:
     except ImportError:  # e.g. a bare GPU box running the stage by hand; the project's image has dvclive
         log.warning("dvclive is not installed: no training curves in %s", paths.TRAIN_LIVE)
         return []
+    if resume:  # a stop while dvclive rewrote a summary leaves it torn; dvclive rewrites it whole at the next log
+        for name, parse in (("metrics.json", json.loads), ("params.yaml", yaml.safe_load)):
+            try:
+                parse((paths.TRAIN_LIVE / name).read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                pass
+            except (ValueError, yaml.YAMLError):
+                (paths.TRAIN_LIVE / name).unlink()
     return [LiveCallback(Live(str(paths.TRAIN_LIVE), resume=resume, save_dvc_exp=False, dvcyaml=False))]
 
 

@@ -26,7 +26,9 @@ def stop(process: subprocess.Popen, signum: int, after: float) -> tuple[int, str
         output, _ = process.communicate(timeout=DEADLINE)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        raise AssertionError(f"the stage did not stop within {DEADLINE} s of signal {signum}") from None
+        output, _ = process.communicate()
+        raise AssertionError(f"the stage did not stop within {DEADLINE} s of signal {signum}:\n"
+                             f"{output[-3000:]}") from None
     return process.returncode, output
 
 
@@ -43,22 +45,30 @@ def assert_stopped_cleanly(code: int, output: str, signum: int) -> bool:
     return True
 
 
+def interrupt_until(stage: tuple[str, ...], output: str, sigints: int, sigterms: int, latest: float, seed: int):
+    """Run the stage and signal it, from start-up to `latest` seconds in, until SIGINT has stopped it `sigints`
+    times and SIGTERM `sigterms` times. A resumed run has less left to do, and a run that finished first starts
+    over (its `output` removed), so it tries as often as it takes, within a bound."""
+    rng = random.Random(seed)
+    stopped = {signal.SIGINT: 0, signal.SIGTERM: 0}
+    for attempt in range(3 * (sigints + sigterms)):
+        if stopped[signal.SIGINT] >= sigints and stopped[signal.SIGTERM] >= sigterms:
+            break
+        signum = signal.SIGTERM if attempt % 6 == 5 or stopped[signal.SIGINT] >= sigints else signal.SIGINT
+        code, text = stop(stage_process(*stage, start_new_session=True), signum, after=rng.uniform(0.1, latest))
+        stopped[signum] += assert_stopped_cleanly(code, text, signum)
+        if code == 0:
+            shutil.rmtree(output)
+    assert stopped[signal.SIGINT] >= sigints and stopped[signal.SIGTERM] >= sigterms, stopped
+
+
 def test_twenty_interrupts_mid_filter_each_stop_it_at_once_and_it_still_ends_as_an_uninterrupted_run(many_shards):
     finish("prepare", "web")
     finish("filter")
     reference = snapshot("data/filtered")
     shutil.rmtree("data/filtered")
-    rng = random.Random(0)
-    stopped = 0
-    for attempt in range(24):
-        signum = signal.SIGTERM if attempt % 6 == 5 else signal.SIGINT
-        process = stage_process("filter", start_new_session=True)
-        # anywhere from start-up (models, the evaluation scan) to the last shards
-        code, output = stop(process, signum, after=rng.uniform(0.2, 4.0))
-        stopped += assert_stopped_cleanly(code, output, signum)
-        if code == 0:
-            shutil.rmtree("data/filtered")
-    assert stopped >= 20
+    # anywhere from start-up (models, the evaluation scan) to the last shards
+    interrupt_until(("filter",), "data/filtered", sigints=20, sigterms=4, latest=3.0, seed=0)
     finish("filter")
     assert snapshot("data/filtered") == reference
 
@@ -67,16 +77,7 @@ def test_interrupts_mid_prepare_stop_it_at_once_and_it_still_ends_as_an_uninterr
     finish("prepare", "web")
     reference = snapshot("data/prepared")
     shutil.rmtree("data/prepared")
-    rng = random.Random(1)
-    stopped = 0
-    for attempt in range(6):
-        signum = signal.SIGTERM if attempt == 5 else signal.SIGINT
-        code, output = stop(stage_process("prepare", "web", start_new_session=True), signum,
-                            after=rng.uniform(0.2, 2.5))
-        stopped += assert_stopped_cleanly(code, output, signum)
-        if code == 0:
-            shutil.rmtree("data/prepared")
-    assert stopped >= 4
+    interrupt_until(("prepare", "web"), "data/prepared", sigints=4, sigterms=2, latest=1.2, seed=1)
     finish("prepare", "web")
     assert snapshot("data/prepared") == reference
 

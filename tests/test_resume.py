@@ -54,6 +54,20 @@ def finish(name: str, *arguments: str) -> str:
     return output
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "gone"
+
+
 def kill_when(process: subprocess.Popen, ready) -> None:
     deadline = time.time() + 300
     while not ready():
@@ -169,7 +183,18 @@ def test_sigkill_in_filter_keeps_completed_shards_and_ends_as_an_uninterrupted_r
 
     state = Path("data/.filtered.partial/.journal")
     process = stage_process("filter")
-    kill_when(process, lambda: len(list(state.glob("unit-*.json"))) >= 10)
+    workers: list[int] = []
+
+    def ready() -> bool:
+        workers[:] = children(process.pid)
+        return len(list(state.glob("unit-*.json"))) >= 10 and bool(workers)
+
+    kill_when(process, ready)
+    process.stdout.close()
+    deadline = time.time() + 10  # its workers see the stage gone and end: no orphans left on the pod
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in status(pid) for pid in workers):
+        assert time.time() < deadline, f"workers {workers} outlived the killed stage"
+        time.sleep(0.1)
     done = sorted(int(p.stem.split("-")[1]) for p in state.glob("unit-*.json"))
     assert done == list(range(len(done))) and len(done) < 150
     outputs = [p for p in Path("data/.filtered.partial").glob("*/part-*.parquet") if int(p.name[5:10]) in done]
