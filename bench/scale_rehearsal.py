@@ -10,7 +10,7 @@ takes part of a large source laid out exactly like FineWeb-2 on the Hub.
    and a budget that buys a share of it, and `--base` (a converted checkpoint, e.g. the demo's models/base) as
    the model, so tokenize uses a real Gemma tokenizer.
 3. Runs each stage with `dvc repro --single-item`, timing it and sampling the resident memory of all its
-   processes; then measures the workspace and the DVC cache on disk, a no-op `dvc repro`, and which stages a
+   processes; then measures the workspace and the DVC cache on disk, a no-op `dvc repro tokenize`, and which stages a
    `-S train.lora_r=32` makes stale.
 Result: bench/results/<name>.json.
 """
@@ -81,12 +81,14 @@ def rss_of_tree(pid: int) -> int:
     return total
 
 
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+       "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+
+
 def timed(command: list[str], cwd: Path) -> dict:
     """Wall time and the peak resident memory of the command's process tree (sampled every 0.2 s)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = [0]
 
     def sample():
@@ -142,10 +144,10 @@ def main() -> None:
     for stage, count in rows.items():
         stages[stage]["documents"] = count
         stages[stage]["documents_per_second"] = round(count / stages[stage]["seconds"])
-    noop = timed(["dvc", "repro"], project)
+    noop = timed(["dvc", "repro", STAGES[-1]], project)  # everything up to tokenize, already done
     apply({"train": {"lora_r": 32}}, project / "params.yaml")
-    stale = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=project, capture_output=True,
-                                      text=True).stdout or "{}")
+    stale = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=project, capture_output=True, text=True,
+                                      env=ENV, check=True).stdout or "{}")
     result = {
         "machine": f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), this development machine",
         "python": platform.python_version(),
