@@ -109,6 +109,11 @@ def complete_checkpoints() -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def finished(checkpoint: Path) -> bool:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return state["global_step"] >= state["max_steps"] > 0
+
+
 def resumable_checkpoint(params: Params) -> str | None:
     """The last checkpoint of an interrupted run of this same configuration, else None (and a clean slate).
     Every rank decides the same from the same files; only rank 0 deletes or writes."""
@@ -119,15 +124,17 @@ def resumable_checkpoint(params: Params) -> str | None:
         except FileNotFoundError:
             return None
         checkpoints = complete_checkpoints() if same else []
-        return str(checkpoints[-1]) if checkpoints else None
+        return str(checkpoints[-1]) if checkpoints and not finished(checkpoints[-1]) else None
     if paths.CHECKPOINTS.is_dir():
         previous = json.loads(FINGERPRINT.read_text()) if FINGERPRINT.exists() else None
-        if previous == current:
-            checkpoints = complete_checkpoints()
-            if checkpoints:
-                log.info("resuming from %s", checkpoints[-1])
-                return str(checkpoints[-1])
-        else:
+        checkpoints = complete_checkpoints() if previous == current else []
+        if checkpoints and not finished(checkpoints[-1]):
+            log.info("resuming from %s", checkpoints[-1])
+            return str(checkpoints[-1])
+        if checkpoints:  # a run that ended: the trainer would take one step more; afresh is the same run again
+            log.info("checkpoints in %s are of a finished run; starting afresh", paths.CHECKPOINTS)
+            shutil.rmtree(paths.CHECKPOINTS)
+        elif previous != current:
             log.info("checkpoints in %s belong to other params or data; starting afresh", paths.CHECKPOINTS)
             shutil.rmtree(paths.CHECKPOINTS)
     paths.CHECKPOINTS.mkdir(parents=True, exist_ok=True)

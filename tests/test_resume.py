@@ -100,6 +100,14 @@ def test_sigkill_mid_training_resumes_and_matches_an_uninterrupted_run(tokenized
     for name, tensor in reference.items():
         assert torch.allclose(resumed[name], tensor, atol=1e-5), name
 
+    # the same run once more (DVC reruns it when its adapter is gone): the same steps, not one more
+    assert "are of a finished run; starting afresh" in finish("train")
+    max_steps = yaml.safe_load(Path("params.yaml").read_text())["train"]["max_steps"]
+    assert json.loads(Path("reports/train.json").read_text())["global_step"] == max_steps
+    again = adapter()
+    for name, tensor in reference.items():
+        assert torch.allclose(again[name], tensor, atol=1e-5), name
+
 
 def test_checkpoints_of_other_params_are_not_resumed(tokenized):
     finish("train")
