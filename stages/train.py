@@ -103,14 +103,22 @@ def fingerprint(params: Params) -> dict:
 
 
 def complete_checkpoints() -> list[Path]:
-    """Checkpoints whose saving finished (the trainer state is written last), oldest first: a pod stopped
-    in the middle of a save leaves a partial directory, which is skipped."""
-    found = [p for p in paths.CHECKPOINTS.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    """Checkpoints whose saving finished (the trainer state is written last, and whole), oldest first: a pod
+    stopped in the middle of a save leaves a partial directory, which is skipped."""
+    found = [p for p in paths.CHECKPOINTS.glob("checkpoint-*") if trainer_state(p) is not None]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def trainer_state(checkpoint: Path) -> dict | None:
+    """The checkpoint's trainer state; None while it is missing or torn (a stop in the middle of writing it)."""
+    try:
+        return json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def finished(checkpoint: Path) -> bool:
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    state = trainer_state(checkpoint)
     return state["global_step"] >= state["max_steps"] > 0
 
 
