@@ -61,6 +61,14 @@ VARIANTS = {
     "default_rows8": dict(DEFAULT, rows=8),  # twice the tokens per step
     "default_every2": dict(DEFAULT, every_n_layers=2),  # every other layer keeps its activations
     "default_rows2_every2": dict(DEFAULT, rows=2, accumulation=2, every_n_layers=2),
+    # pipeline/fused_lora.py: each 4-bit projection and its adapter as one autograd function
+    "default_offload_fused": dict(DEFAULT, offload="activations", fused_lora=True),
+    "default_offload_fused_keep": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True),
+    "default_offload_fused_rows8": dict(DEFAULT, offload="activations", fused_lora=True, rows=8),
+    "default_offload_fused_keep_rows8": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True,
+                                             rows=8),
+    "default_offload_fused_keep_nodropout": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True,
+                                                 lora_dropout=0.0),
 }
 DOCUMENTS_FOR_PACKING = 2000
 
@@ -146,7 +154,7 @@ def run_variant(args, name: str) -> dict:
     from pipeline.models import load_base, load_tokenizer, lora_target_regex
 
     variant = {"attention": "sdpa", "rows": args.batch, "accumulation": 1, "offload": None, "every_n_layers": 1,
-               **VARIANTS[name]}
+               "fused_lora": False, "keep_weight": False, "lora_dropout": 0.05, **VARIANTS[name]}
     cuda = torch.cuda.is_available()
     phases = {}
     started = time.perf_counter()
@@ -197,7 +205,8 @@ def run_variant(args, name: str) -> dict:
                     self.pass_(model, batch)
             finally:
                 decoder.layers = full
-            self.pass_(model, max(batches, key=lambda b: b["input_ids"].numel()))
+            self.largest = max(batches, key=lambda b: b["input_ids"].numel())
+            self.pass_(model, self.largest)
             model.zero_grad(set_to_none=True)
             for metrics in trainer._metrics.values():
                 metrics.clear()
@@ -233,15 +242,19 @@ def run_variant(args, name: str) -> dict:
         gradient_checkpointing=True, gradient_checkpointing_kwargs=checkpointing,
         bf16=cuda, use_cpu=not cuda, max_length=None if variant["packing"] else args.seq,
         padding_free=variant["packing"], packing=False, use_liger_kernel=variant["liger"] and cuda,
-        activation_offloading=variant["offload"] == "activations", train_sampling_strategy="sequential",
+        activation_offloading=variant["offload"] == "activations" and cuda, train_sampling_strategy="sequential",
         logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0, seed=0,
     )
-    lora = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
+    lora = LoraConfig(r=16, lora_alpha=16, lora_dropout=variant["lora_dropout"], task_type="CAUSAL_LM",
                       target_modules=lora_target_regex(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                         "up_proj", "down_proj"]))
     trainer = SFTTrainer(model=model, args=sft, train_dataset=data, processing_class=tokenizer,
                          peft_config=lora, callbacks=[bench])
     bench.trainer = trainer
+    if variant["fused_lora"]:
+        from pipeline.fused_lora import fuse
+
+        phases["fused_projections"] = fuse(trainer.model, keep_weight=variant["keep_weight"])
     original_training_step = trainer.training_step
 
     def training_step(model_, inputs, num_items_in_batch=None):
@@ -309,6 +322,11 @@ def run_variant(args, name: str) -> dict:
                 result["probe"] = probe(model, mean_real / accumulation)
             except Exception as failed:  # the training figures above stand without it
                 result["probe"] = {"error": repr(failed)}
+        if args.profile:
+            try:
+                result["profile"] = profile(lambda: bench.pass_(model, bench.largest))
+            except Exception as failed:
+                result["profile"] = {"error": repr(failed)}
     return result
 
 
@@ -357,6 +375,43 @@ def probe(model, tokens: float) -> dict:
             "tokens_per_pass": rows,
             "layer_dequant_ms": round(dequant * 1e3, 3), "layer_matmul_ms": round(matmul * 1e3, 3),
             "step_dequant_s": round(3 * layers * dequant, 3), "step_matmul_s": round(3 * layers * matmul, 3)}
+
+
+KERNEL_KINDS = [  # kernel name patterns, first match wins
+    ("dequantize", ("dequant",)),
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "sm90_", "splitk")),
+    ("attention", ("flash", "fmha", "attention", "varlen")),
+    ("copy", ("memcpy", "memset", "copy", "cat", "index")),
+    ("triton", ("triton", "_kernel")),
+    ("elementwise", ("elementwise", "vectorized", "reduce", "dropout", "fill", "mul", "add")),
+]
+
+
+def profile(step) -> dict:
+    """One forward and backward of the largest batch (after the timed steps) under torch's profiler: kernel
+    time by kind against the wall-clock time of the pass, and the kernels that took most."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    step()  # the profiler's first pass carries its own start-up
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        started = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - started
+    kernels = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[event.name] = kernels.get(event.name, 0.0) + event.time_range.elapsed_us() / 1e6
+    kinds = {}
+    for name, seconds in kernels.items():
+        kind = next((k for k, patterns in KERNEL_KINDS if any(p in name.lower() for p in patterns)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + seconds
+    top = sorted(kernels.items(), key=lambda item: -item[1])[:30]
+    return {"wall_s": round(wall, 3), "kernel_s": round(sum(kernels.values()), 3),
+            "by_kind_s": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda item: -item[1])},
+            "top_kernels_s": [[name[:120], round(seconds, 4)] for name, seconds in top]}
 
 
 def versions() -> dict:
@@ -413,6 +468,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--layers", type=int, help="grow the checkpoint to this many decoder layers")
     parser.add_argument("--probe", action="store_true", help="also time a dequantisation and matrix products")
+    parser.add_argument("--profile", action="store_true", help="also profile one pass after the timed steps")
     parser.add_argument("--deadline", type=float, help="seconds: start no variant that would end past it")
     parser.add_argument("--name", default="throughput")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process
@@ -436,6 +492,7 @@ def main() -> None:
         command = [sys.executable, __file__, str(args.model), "--one", name, "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq)]
         command += (["--layers", str(args.layers)] if args.layers else []) + (["--probe"] if args.probe else [])
+        command += ["--profile"] if args.profile else []
         t0 = time.perf_counter()
         try:
             output = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=left,

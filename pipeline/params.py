@@ -151,6 +151,7 @@ class Train(Section):
     attention: Literal["sdpa", "varlen"]  # varlen: torch's varlen kernel for packed rows (tokenize.packing)
     bf16_cast: bool  # CUDA: embedding and norms back to bf16 after prepare_model_for_kbit_training upcast them
     activation_offloading: bool  # CUDA: checkpointed activations wait in pinned host memory (TRL), not the GPU
+    fused_lora: bool  # CUDA: each 4-bit projection and its adapter as one autograd function (pipeline/fused_lora.py)
     eval_steps: int = Field(gt=0)
     save_steps: int = Field(gt=0)
     logging_steps: int = Field(gt=0)

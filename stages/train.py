@@ -27,6 +27,7 @@ from transformers.trainer_callback import ExportableState
 from pipeline.attention import register_varlen_attention
 from pipeline.disk import require_free
 from pipeline.errors import PipelineError
+from pipeline.fused_lora import fuse
 from pipeline.models import (
     check_gpu_memory,
     four_bit_footprint,
@@ -280,6 +281,11 @@ def run(params: Params) -> dict:
     )
     if needs_token_type_ids(model):
         trainer.data_collator = with_token_type_ids(trainer.data_collator)
+    if train.fused_lora and cuda:
+        # keeping each dequantised weight for the backward saves a dequantisation; under checkpointing only the
+        # layer being recomputed holds its weight, without it every layer would
+        fused = fuse(trainer.model, keep_weight=train.gradient_checkpointing)
+        log.info("train: %d LoRA projections on 4-bit weights fused", fused)
     require_free(paths.CHECKPOINTS, checkpoint_bytes(trainer.model) * (config.save_total_limit + 1), "train (checkpoints)")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
