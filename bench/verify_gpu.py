@@ -2,7 +2,8 @@
 
     python bench/verify_gpu.py NAME --model DIR [--overlay YAML ...] [--accelerate-config CFG --num-processes N]
 
-Input data/filtered/ comes from the demo's prepare and filter stages (run on the CPU, carried over). Checks:
+Input data/plan/ and data/filtered/ come from the demo's plan, prepare and filter stages (configs/demo.yaml's
+data and filter sections; run on the CPU, carried over). Checks:
 the loss falls, the saved adapter is not empty (every lora_B trained away from its zero init), and the
 adapter reloaded with PEFT reproduces the trainer's final held-out loss; with export.merge, the export stage's
 merged checkpoint gives the adapted model's logits. Overlays apply in order over params.yaml (the defaults:
@@ -30,8 +31,8 @@ from pipeline.provenance import environment  # noqa: E402
 
 
 
-def stage(name: str, params: Path, launcher: list[str] | None = None) -> None:
-    command = (launcher or [sys.executable, "-m"]) + [f"stages.{name}", "--params", str(params)]
+def stage(name: str, params: Path) -> None:
+    command = [sys.executable, "-m", f"stages.{name}", "--params", str(params)]
     print("+", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
 
@@ -69,6 +70,35 @@ def merged_matches_adapter() -> bool:
     return error < 0.1 * effect
 
 
+def fused_matches_peft() -> dict:
+    """The trained adapter on the 4-bit base: held-out loss through PEFT's layers, then through the fused
+    projections (pipeline/fused_lora.py) on the same model and rows. Equal up to bf16 rounding, or training and
+    serving computed different models."""
+    import torch
+    from datasets import load_from_disk
+    from peft import PeftModel
+
+    from pipeline.fused_lora import fuse
+    from pipeline.models import load_base
+    from stages.evaluate import row_losses
+
+    rows = load_from_disk(str(ROOT / "data/tokenized/validation")).select_columns(["input_ids", "labels"]).to_list()
+    model = PeftModel.from_pretrained(load_base(), str(ROOT / "models/adapter")).eval()
+    losses = {}
+    with torch.no_grad():
+        for kind in ("peft", "fused"):
+            if kind == "fused":
+                fuse(model)
+            per_row = row_losses(model, rows, 8, 0, kind)
+            losses[kind] = sum(n for n, _ in per_row) / sum(t for _, t in per_row)
+        with model.disable_adapter():
+            base = row_losses(model, rows, 8, 0, "base")
+    losses["base"] = sum(n for n, _ in base) / sum(t for _, t in base)
+    difference, effect = abs(losses["fused"] - losses["peft"]), abs(losses["base"] - losses["peft"])
+    print(f"held-out loss: PEFT {losses['peft']:.5f}, fused {losses['fused']:.5f}, base {losses['base']:.5f}")
+    return {"losses": losses, "ok": difference < 5e-3 * losses["peft"] and difference < 0.05 * effect}
+
+
 def trainer_history(root: Path = ROOT) -> list[dict]:
     """The trainer's log (losses, evaluations) from the last checkpoint under `root`/models/checkpoints."""
     checkpoints = sorted((root / "models/checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -87,6 +117,10 @@ def main() -> None:
     import torch
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    raw = merged(raw, {key: demo[key] for key in ("data", "filter")})  # where the carried data/ came from
+    raw = merged(raw, {"train": {"num_processes": args.num_processes}
+                       | ({"accelerate_config": args.accelerate_config} if args.accelerate_config else {})})
     for overlay in args.overlay:
         raw = merged(raw, yaml.safe_load(overlay.read_text()))
     raw = merged(raw, {"model": {"id": args.model, "gguf_package": None}})
@@ -98,10 +132,7 @@ def main() -> None:
 
     stage("base_model", params)
     stage("tokenize", params)
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.num_processes)]
-    if args.accelerate_config:
-        launcher += ["--config_file", args.accelerate_config]
-    stage("train", params, launcher + ["-m"])
+    stage("train", params)  # as dvc runs it: in process, or relaunched by itself under accelerate
     stage("evaluate", params)
     stage("export", params)
 
@@ -112,12 +143,13 @@ def main() -> None:
     held_out = evaluation["all"]  # the evaluate stage's headline: every validation row
     result = {
         "name": args.name,
-        "card": torch.cuda.get_device_name(),
+        "card": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "gpus": torch.cuda.device_count(),
         "processes": args.num_processes,
         "accelerate_config": args.accelerate_config,
         "overlays": [str(o) for o in args.overlay],
-        "path": {k: getattr(config.train, k) for k in ("attention", "liger", "bf16_cast")}
+        "path": {k: getattr(config.train, k) for k in ("attention", "liger", "bf16_cast", "activation_offloading",
+                                                       "fused_lora", "gradient_checkpointing")}
         | {"packing": config.tokenize.packing, "merge": config.export.merge},
         "model": json.loads((ROOT / "models/base/config.json").read_text()).get("architectures"),
         "versions": environment()["libraries"],
@@ -139,6 +171,9 @@ def main() -> None:
     }
     if config.export.merge:
         result["checks"]["merged_matches_adapter"] = merged_matches_adapter()
+    if config.train.fused_lora and torch.cuda.is_available():
+        result["fused_vs_peft"] = fused_matches_peft()
+        result["checks"]["fused_matches_peft"] = result["fused_vs_peft"]["ok"]
     print(json.dumps(result, indent=2))
     save(args.name, result)
 

@@ -8,6 +8,7 @@ curves in reports/train/. One process trains here; with `train.num_processes` > 
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -352,7 +353,7 @@ def relaunch(params: Params) -> None:
     torch's ChildFailedError, with tracebacks) is left out."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file",
                params.train.accelerate_config, "--num_processes", str(params.train.num_processes),
-               "-m", "stages.train"]
+               "-m", "stages.train", *sys.argv[1:]]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace")
     held: list[str] = []  # a traceback, until it shows whose it is
     for line in process.stderr:
@@ -374,8 +375,12 @@ def main() -> None:
     from pipeline.stage import main as stage_main
 
     if not launched():
+        # the same --params the stage's own parser reads below, to decide on a launch first
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--params", default="params.yaml")
+        path = parser.parse_known_args()[0].params
         try:
-            params = load()
+            params = load(path)
             launcher = needs_launcher(params)
         except PipelineError as exc:
             sys.exit(f"error: {exc}")

@@ -27,3 +27,38 @@ def test_collator_adds_zero_token_type_ids():
     collate = with_token_type_ids(lambda examples: {"input_ids": torch.tensor([e["input_ids"] for e in examples])})
     batch = collate([{"input_ids": [2, 5, 6]}, {"input_ids": [2, 7, 8]}])
     assert torch.equal(batch["token_type_ids"], torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_train_decides_its_launch_from_the_params_file_it_was_given(tmp_path, monkeypatch):
+    """`python -m stages.train --params FILE` with train.num_processes 2 there (1 in params.yaml) relaunches under
+    accelerate, and the relaunched processes get the same --params."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    import stages.train as train
+
+    raw = yaml.safe_load(open("params.yaml", encoding="utf-8"))
+    assert raw["train"]["num_processes"] == 1
+    raw["train"]["num_processes"] = 2
+    raw["train"]["accelerate_config"] = "configs/accelerate/zero2.yaml"
+    params = tmp_path / "two.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    started = []
+
+    class Launcher:
+        def __init__(self, command, **kwargs):
+            started.append(command)
+            self.stderr = iter(())
+
+        def wait(self):
+            return 0
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(subprocess, "Popen", Launcher)
+    monkeypatch.setattr(sys, "argv", ["stages.train", "--params", str(params)])
+    train.main()
+    (command,) = started
+    assert command[command.index("--num_processes") + 1] == "2"
+    assert command[-3:] == ["stages.train", "--params", str(params)]
