@@ -379,8 +379,8 @@ def probe(model, tokens: float) -> dict:
 
 KERNEL_KINDS = [  # kernel name patterns, first match wins
     ("dequantize", ("dequant",)),
+    ("attention", ("sdpa", "flash", "fmha", "attention", "varlen")),  # cuDNN's names hold "sm90_" too
     ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "sm90_", "splitk")),
-    ("attention", ("flash", "fmha", "attention", "varlen")),
     ("copy", ("memcpy", "memset", "copy", "cat", "index")),
     ("triton", ("triton", "_kernel")),
     ("elementwise", ("elementwise", "vectorized", "reduce", "dropout", "fill", "mul", "add")),
