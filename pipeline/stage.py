@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from typing import Callable
@@ -61,4 +62,18 @@ def main(run: Callable[..., dict], description: str, *arguments: str) -> None:
         what, code = ("stopped (SIGTERM)", 143) if isinstance(exc, Stopped) else ("interrupted", 130)
         print(f"error: {what}; outputs were left as they were, and finished work is kept: run the stage again "
               "to resume", file=sys.stderr)
-        sys.exit(code)
+        leave(code)
+
+
+def leave(code: int) -> None:
+    """Exit a stopped stage now. Its own cleanup ran while the stop unwound (worker pools, temporary
+    directories). Python's shutdown would also finalise every library's objects, and a stopped filter was seen
+    to end there by the signal (exit -2) after its message instead of with its code: nothing is left to
+    finish, so the shutdown is skipped."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)

@@ -286,7 +286,7 @@ def run(params: Params) -> dict:
         # keeping each dequantised weight for the backward saves a dequantisation; under checkpointing only the
         # layer being recomputed holds its weight, without it every layer would
         fused = fuse(trainer.model, keep_weight=train.gradient_checkpointing)
-        log.info("train: %d LoRA projections on 4-bit weights fused", fused)
+        log.info("%d LoRA projections on 4-bit weights fused", fused)
     require_free(paths.CHECKPOINTS, checkpoint_bytes(trainer.model) * (config.save_total_limit + 1), "train (checkpoints)")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
