@@ -64,7 +64,6 @@ VARIANTS = {
     # pipeline/fused_lora.py: each 4-bit projection and its adapter as one autograd function
     "default_offload_fused": dict(DEFAULT, offload="activations", fused_lora=True),
     "default_offload_fused_keep": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True),
-    "default_offload_fused_rows8": dict(DEFAULT, offload="activations", fused_lora=True, rows=8),
     "default_offload_fused_keep_rows8": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True,
                                              rows=8),
     "default_offload_fused_keep_nodropout": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True,

@@ -81,20 +81,20 @@ def fused_matches_peft() -> dict:
 
     from pipeline.fused_lora import fuse
     from pipeline.models import load_base
-    from stages.evaluate import row_losses
+    from stages.evaluate import row_losses, summarise
 
     rows = load_from_disk(str(ROOT / "data/tokenized/validation")).select_columns(["input_ids", "labels"]).to_list()
     model = PeftModel.from_pretrained(load_base(), str(ROOT / "models/adapter")).eval()
-    losses = {}
+
+    def loss(label: str) -> float:  # token-weighted, as the evaluate stage reports it
+        return summarise(row_losses(model, rows, 8, 0, label), [])["loss"]
+
     with torch.no_grad():
-        for kind in ("peft", "fused"):
-            if kind == "fused":
-                fuse(model)
-            per_row = row_losses(model, rows, 8, 0, kind)
-            losses[kind] = sum(n for n, _ in per_row) / sum(t for _, t in per_row)
         with model.disable_adapter():
-            base = row_losses(model, rows, 8, 0, "base")
-    losses["base"] = sum(n for n, _ in base) / sum(t for _, t in base)
+            losses = {"base": loss("base")}
+        losses["peft"] = loss("peft")
+        fuse(model)
+        losses["fused"] = loss("fused")
     difference, effect = abs(losses["fused"] - losses["peft"]), abs(losses["base"] - losses["peft"])
     print(f"held-out loss: PEFT {losses['peft']:.5f}, fused {losses['fused']:.5f}, base {losses['base']:.5f}")
     return {"losses": losses, "ok": difference < 5e-3 * losses["peft"] and difference < 0.05 * effect}

@@ -15,6 +15,7 @@ from typing import Callable
 
 from pipeline.errors import PipelineError
 from pipeline.params import Params, load
+from pipeline.paths import PARAMS
 
 
 class Stopped(BaseException):
@@ -37,10 +38,21 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|torch|trl|peft|datasets)\b")
 
 
+def _add_params_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default=str(PARAMS), help=f"params file (default: {PARAMS})")
+
+
+def params_path() -> str:
+    """The --params of this command line, read before `main` parses it whole (train decides on a launch)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_params_option(parser)
+    return parser.parse_known_args()[0].params
+
+
 def main(run: Callable[..., dict], description: str, *arguments: str) -> None:
     """`arguments`: names of positional command-line arguments passed to `run` after the params."""
     parser = argparse.ArgumentParser(description=description.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    _add_params_option(parser)
     for name in arguments:
         parser.add_argument(name)
     args = parser.parse_args()
@@ -67,9 +79,9 @@ def main(run: Callable[..., dict], description: str, *arguments: str) -> None:
 
 def leave(code: int) -> None:
     """Exit a stopped stage now. Its own cleanup ran while the stop unwound (worker pools, temporary
-    directories). Python's shutdown would also finalise every library's objects, and a stopped filter was seen
-    to end there by the signal (exit -2) after its message instead of with its code: nothing is left to
-    finish, so the shutdown is skipped."""
+    directories). Python's shutdown would also finalise every library's objects, and a stopped filter can end
+    there by the signal (exit -2) after its message instead of with its code: nothing is left to finish, so
+    the shutdown is skipped."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

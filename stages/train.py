@@ -8,7 +8,6 @@ curves in reports/train/. One process trains here; with `train.num_processes` > 
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -372,15 +371,11 @@ def relaunch(params: Params) -> None:
 
 def main() -> None:
     from pipeline.params import load
-    from pipeline.stage import main as stage_main
+    from pipeline.stage import main as stage_main, params_path
 
     if not launched():
-        # the same --params the stage's own parser reads below, to decide on a launch first
-        parser = argparse.ArgumentParser(add_help=False)
-        parser.add_argument("--params", default="params.yaml")
-        path = parser.parse_known_args()[0].params
         try:
-            params = load(path)
+            params = load(params_path())
             launcher = needs_launcher(params)
         except PipelineError as exc:
             sys.exit(f"error: {exc}")

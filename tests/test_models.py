@@ -1,4 +1,5 @@
-"""LoRA targets of a multimodal Gemma 3 (vision tower untouched) and the token_type_ids its training needs."""
+"""LoRA targets of a multimodal Gemma 3 (vision tower untouched), the token_type_ids its training needs, and
+which params file the train stage reads to decide on an accelerate launch."""
 import torch
 from peft import LoraConfig, get_peft_model
 
