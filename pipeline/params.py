@@ -152,6 +152,7 @@ class Train(Section):
     bf16_cast: bool  # CUDA: embedding and norms back to bf16 after prepare_model_for_kbit_training upcast them
     activation_offloading: bool  # CUDA: checkpointed activations wait in pinned host memory (TRL), not the GPU
     fused_lora: bool  # CUDA: each 4-bit projection and its adapter as one autograd function (pipeline/fused_lora.py)
+    float8_products: bool  # with fused_lora, on Ada or newer: the frozen weight's products in e4m3 (pipeline/fp8.py)
     eval_steps: int = Field(gt=0)
     save_steps: int = Field(gt=0)
     logging_steps: int = Field(gt=0)

@@ -211,9 +211,13 @@ def run(params: Params) -> dict:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
+    train = params.train
+    if train.fused_lora and train.float8_products and torch.cuda.is_available() \
+            and torch.cuda.get_device_capability() < (8, 9):
+        raise PipelineError(f"train.float8_products: {torch.cuda.get_device_name()} has no float8 tensor cores "
+                            "(Ada, Hopper or Blackwell needed); set it to false")
     if not (paths.TOKENIZED / "train").is_dir():
         raise PipelineError(f"{paths.TOKENIZED / 'train'}: missing; run the tokenize stage first")
-    train = params.train
     cuda = torch.cuda.is_available()
     tokenizer = load_tokenizer()
     # Otherwise TRL's dataset preparation writes cache files into data/tokenized, a DVC output of tokenize.
@@ -281,11 +285,11 @@ def run(params: Params) -> dict:
     )
     if needs_token_type_ids(model):
         trainer.data_collator = with_token_type_ids(trainer.data_collator)
-    if train.fused_lora and cuda:
+    if train.fused_lora:  # the CPU path has no 4-bit layers, so nothing there is fused
         # keeping each dequantised weight for the backward saves a dequantisation; under checkpointing only the
         # layer being recomputed holds its weight, without it every layer would
-        fused = fuse(trainer.model, keep_weight=train.gradient_checkpointing)
-        log.info("%d LoRA projections on 4-bit weights fused", fused)
+        fused = fuse(trainer.model, keep_weight=train.gradient_checkpointing, float8=train.float8_products)
+        log.info("%d LoRA projections on 4-bit weights fused%s", fused, ", float8 products" * train.float8_products)
     require_free(paths.CHECKPOINTS, checkpoint_bytes(trainer.model) * (config.save_total_limit + 1), "train (checkpoints)")
     if cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -1,5 +1,6 @@
-"""LoRA targets of a multimodal Gemma 3 (vision tower untouched), the token_type_ids its training needs, and
-which params file the train stage reads to decide on an accelerate launch."""
+"""LoRA targets of a multimodal Gemma 3 (vision tower untouched), the token_type_ids its training needs, which
+params file the train stage reads to decide on an accelerate launch, and its refusal of float8 products on a
+card without them."""
 import torch
 from peft import LoraConfig, get_peft_model
 
@@ -63,3 +64,25 @@ def test_train_decides_its_launch_from_the_params_file_it_was_given(tmp_path, mo
     (command,) = started
     assert command[command.index("--num_processes") + 1] == "2"
     assert command[-3:] == ["stages.train", "--params", str(params)]
+
+
+def test_train_refuses_float8_products_on_a_card_without_them(tmp_path, monkeypatch):
+    """An A100 (compute capability 8.0) has no float8 tensor cores: one line naming the param, before any data
+    or model is read; an H100 (9.0) gets past that check to the next (no tokenized data here)."""
+    import pytest
+
+    import stages.train as train
+    from pipeline.errors import PipelineError
+    from pipeline.params import load
+
+    params = load()
+    params = params.model_copy(update={"train": params.train.model_copy(update={"fused_lora": True,
+                                                                               "float8_products": True})})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for card, capability, error in (("NVIDIA A100-SXM4-80GB", (8, 0), "train.float8_products: NVIDIA A100"),
+                                    ("NVIDIA H100 80GB HBM3", (9, 0), "run the tokenize stage first")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_, c=capability: c)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_, n=card: n)
+        with pytest.raises(PipelineError, match=error):
+            train.run(params)
