@@ -66,6 +66,8 @@ VARIANTS = {
     "default_offload_fused_keep": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True),
     "default_offload_fused_keep_rows8": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True,
                                              rows=8),
+    "default_offload_fused_keep_fp8": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True,
+                                           float8=True),  # pipeline/fp8.py: the 4-bit weight's products in e4m3
     "default_offload_fused_keep_nodropout": dict(DEFAULT, offload="activations", fused_lora=True, keep_weight=True,
                                                  lora_dropout=0.0),
 }
@@ -153,7 +155,7 @@ def run_variant(args, name: str) -> dict:
     from pipeline.models import load_base, load_tokenizer, lora_target_regex
 
     variant = {"attention": "sdpa", "rows": args.batch, "accumulation": 1, "offload": None, "every_n_layers": 1,
-               "fused_lora": False, "keep_weight": False, "lora_dropout": 0.05, **VARIANTS[name]}
+               "fused_lora": False, "keep_weight": False, "float8": False, "lora_dropout": 0.05, **VARIANTS[name]}
     cuda = torch.cuda.is_available()
     phases = {}
     started = time.perf_counter()
@@ -253,7 +255,8 @@ def run_variant(args, name: str) -> dict:
     if variant["fused_lora"]:
         from pipeline.fused_lora import fuse
 
-        phases["fused_projections"] = fuse(trainer.model, keep_weight=variant["keep_weight"])
+        phases["fused_projections"] = fuse(trainer.model, keep_weight=variant["keep_weight"],
+                                            float8=variant["float8"])
     original_training_step = trainer.training_step
 
     def training_step(model_, inputs, num_items_in_batch=None):
