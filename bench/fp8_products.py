@@ -6,7 +6,8 @@ For each projection: x @ W.T (forward, run twice a step under checkpointing) and
 input), in bf16 and through pipeline.fp8 with the quantisation of the activation or gradient included (and the
 e4m3 product alone); the weight's own quantisation is timed apart (once per use, like the dequantisation it
 follows), and its transposition for the input gradient. The Triton kernels are checked against the reference
-the CPU tests use. Every kernel runs 5 times before the timed repeats; the median is reported. Writes bench/results/fp8-products-<card>.json.
+the CPU tests use. Every kernel runs 5 times before the timed repeats; the median is reported. Writes
+bench/results/fp8-products-<card>.json.
 """
 from __future__ import annotations
 

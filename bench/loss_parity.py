@@ -3,16 +3,19 @@ packed rows, or the projections' products in fp32 against float8.
 
     python bench/loss_parity.py [--steps 24] [--compare rows|float8]
 
-Runs the pipeline's own stages (base_model from the PyPI GGUF, plan, prepare, filter, tokenize, train) in a
-temporary directory twice, changing one thing. `rows`: padded rows of 4 documents per step (the original plan)
-against packed rows (tokenize.packing, train.attention: varlen) of 2 per step (on the demo, 453 real tokens a
-step against 308). On the CPU the varlen path is pipeline.attention's per-document reference; the GPU
-kernel's parity with it is bench/varlen_check.py's. `float8`: packed rows through the fused LoRA projections
-with the frozen weight's products in fp32 against e4m3 (train.float8_products; torch's CPU _scaled_mm computes
-the same quantised products the GPU does, with exact fp32 accumulation). Held-out loss is the trainer's, on the
-same unpacked validation rows, every 4 steps, and the evaluate stage's headline at the end (lm-eval tasks
-left out); both runs take the same number of steps (`tokens_per_step` in
-the result says what each carried). Writes bench/results/loss-parity[-float8]-<device>-gemma3-270m.json.
+Runs the pipeline's own stages (base_model from the PyPI GGUF, plan, prepare, filter, tokenize, train,
+evaluate) in a temporary directory, once per variant, changing one thing.
+- `rows`: padded rows of 4 documents per step (the original plan) against packed rows (tokenize.packing,
+  train.attention: varlen) of 2 per step (on the demo, 453 real tokens a step against 308). On the CPU the
+  varlen path is pipeline.attention's per-document reference; the GPU kernel's parity with it is
+  bench/varlen_check.py's.
+- `float8`: packed rows through the fused LoRA projections with the frozen weight's products in fp32, in e4m3
+  (train.float8_products; torch's CPU _scaled_mm takes the same quantised operands the GPU does and
+  accumulates in fp32), and in fp32 with another seed.
+Held-out loss is the trainer's, on the same unpacked validation rows, every 4 steps, and the evaluate stage's
+headline at the end (lm-eval tasks left out). Every run takes the same number of steps (`tokens_per_step` in
+the result says what each carried); the relative difference reported is the first two variants'. Writes
+bench/results/loss-parity[-float8]-<device>-gemma3-270m.json.
 """
 from __future__ import annotations
 
