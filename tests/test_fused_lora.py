@@ -1,6 +1,7 @@
 """pipeline.fused_lora: a Gemma 3 with LoRA on its seven projections gives the same loss and the same gradient
 on every LoRA weight and on the input embeddings, fused or through PEFT's own layers; with dropout, under
-gradient checkpointing, in bf16, and falling back to PEFT wherever it is not plain LoRA."""
+gradient checkpointing, in bf16, and falling back to PEFT wherever it is not plain LoRA. With float8 products
+(pipeline/fp8.py) the loss and gradients stay near fp32's, and sizes _scaled_mm cannot take stay unquantised."""
 import copy
 
 import pytest
