@@ -17,6 +17,8 @@ an MLP weight against the tiled kernel's 0.10 (bench/fp8_products.py).
 """
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 
 E4M3 = torch.float8_e4m3fn
@@ -34,33 +36,29 @@ def _reference_rows(t: torch.Tensor, multiplier: torch.Tensor | None) -> tuple[t
     return (t / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
 
 
-_kernels = None
-
-
 def _triton_rows(t: torch.Tensor, multiplier: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    global _kernels
-    _kernels = _kernels or _build_kernels()
     t = t.contiguous()
     rows, cols = t.shape
     q = torch.empty_like(t, dtype=E4M3)
     scale = torch.empty(rows, 1, device=t.device, dtype=torch.float32)
-    _kernels[0][(rows,)](t, t if multiplier is None else multiplier, q, scale, cols,
-                         HAS_MULTIPLIER=multiplier is not None, BLOCK=1024, num_warps=4)
+    _build_kernels()[0][(rows,)](t, t if multiplier is None else multiplier, q, scale, cols,
+                                 HAS_MULTIPLIER=multiplier is not None, BLOCK=1024, num_warps=4)
     return q, scale
 
 
 def _triton_transpose(q: torch.Tensor) -> torch.Tensor:
-    global _kernels
-    _kernels = _kernels or _build_kernels()
     rows, cols = q.shape
     out = torch.empty(cols, rows, device=q.device, dtype=q.dtype)
     tile = 64
-    _kernels[1][(-(-rows // tile), -(-cols // tile))](q.contiguous().view(torch.uint8), out.view(torch.uint8),
-                                                      rows, cols, TILE=tile, num_warps=4)
+    _build_kernels()[1][(-(-rows // tile), -(-cols // tile))](q.contiguous().view(torch.uint8),
+                                                              out.view(torch.uint8), rows, cols, TILE=tile,
+                                                              num_warps=4)
     return out
 
 
+@cache
 def _build_kernels():
+    """Triton is imported (and the kernels defined) on the first CUDA call only: CPU machines have no Triton."""
     import triton
     import triton.language as tl
 

@@ -37,7 +37,8 @@ class LoRAProduct(torch.autograd.Function):
         dropped, mask = (torch.native_dropout(flat, dropout, True) if dropout else (flat, None))
         low = (dropped @ lora_a.to(x.dtype).t()) * scaling  # (tokens, r)
         out.addmm_(low, lora_b.to(x.dtype).t())
-        ctx.dequantize, ctx.scaling, ctx.dropout, ctx.shape, ctx.float8 = dequantize, scaling, dropout, x.shape, float8
+        ctx.dequantize, ctx.scaling, ctx.dropout, ctx.shape = dequantize, scaling, dropout, x.shape
+        ctx.float8 = float8
         # keep_weight: the backward reuses this dequantised (or float8) weight instead of making it again; under
         # gradient checkpointing only the layer being recomputed holds it, otherwise every layer would
         kept = (weight if float8 else (weight, None)) if keep_weight else (None, None)
@@ -101,7 +102,6 @@ def forward(layer, original, keep_weight, float8, x, *args, **kwargs):
     dtype = getattr(base, "compute_dtype", None) or x.dtype
     dropout = layer.lora_dropout[adapter]
     p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
-    float8 = float8 and fp8.supported(layer.in_features, layer.out_features)
     out = LoRAProduct.apply(x.to(dtype), layer.lora_A[adapter].weight, layer.lora_B[adapter].weight,
                             dequantizer(base), float(layer.scaling[adapter]), p, keep_weight, float8)
     return out.to(x.dtype)
@@ -121,6 +121,7 @@ def fuse(model, layer_types: tuple | None = None, keep_weight: bool = False, flo
     for module in model.modules():
         if isinstance(module, layer_types) and not hasattr(module, "_unfused_forward"):
             module._unfused_forward = module.forward
-            module.forward = partial(forward, module, module._unfused_forward, keep_weight, float8)
+            module.forward = partial(forward, module, module._unfused_forward, keep_weight,
+                                     float8 and fp8.supported(module.in_features, module.out_features))
             count += 1
     return count

@@ -197,6 +197,9 @@ class Params(Section):
             raise ValueError("filter.min_words is larger than filter.max_words")
         if self.train.attention == "varlen" and not self.tokenize.packing:
             raise ValueError("train.attention: varlen needs packed rows (tokenize.packing: true); use sdpa")
+        if self.train.float8_products and not self.train.fused_lora:
+            raise ValueError("train.float8_products: the float8 products are the fused projections' "
+                             "(train.fused_lora: true); set one or both")
         return self
 
 

@@ -212,8 +212,7 @@ def run(params: Params) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     train = params.train
-    if train.fused_lora and train.float8_products and torch.cuda.is_available() \
-            and torch.cuda.get_device_capability() < (8, 9):
+    if train.float8_products and torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9):
         raise PipelineError(f"train.float8_products: {torch.cuda.get_device_name()} has no float8 tensor cores "
                             "(Ada, Hopper or Blackwell needed); set it to false")
     if not (paths.TOKENIZED / "train").is_dir():
@@ -289,7 +288,9 @@ def run(params: Params) -> dict:
         # keeping each dequantised weight for the backward saves a dequantisation; under checkpointing only the
         # layer being recomputed holds its weight, without it every layer would
         fused = fuse(trainer.model, keep_weight=train.gradient_checkpointing, float8=train.float8_products)
-        log.info("%d LoRA projections on 4-bit weights fused%s", fused, ", float8 products" * train.float8_products)
+        if fused:
+            log.info("%d LoRA projections on 4-bit weights fused%s", fused,
+                     ", float8 products" * train.float8_products)
     require_free(paths.CHECKPOINTS, checkpoint_bytes(trainer.model) * (config.save_total_limit + 1), "train (checkpoints)")
     if cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -32,6 +32,12 @@ def test_varlen_attention_without_packing_is_refused(tmp_path):
         load(path)
 
 
+def test_float8_products_without_fused_projections_are_refused(tmp_path):
+    path = write(tmp_path, lambda raw: raw["train"].update(fused_lora=False, float8_products=True))
+    with pytest.raises(ParamsError, match=r"train.float8_products: the float8 products are the fused projections'"):
+        load(path)
+
+
 def test_unknown_key_is_named(tmp_path):
     path = write(tmp_path, lambda raw: raw["train"].update(lora_rank=8))
     with pytest.raises(ParamsError, match=r"train\.lora_rank: unknown key \(did you mean lora_r\?\)$"):
