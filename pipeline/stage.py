@@ -69,12 +69,27 @@ def main(run: Callable[..., dict], description: str, *arguments: str) -> None:
         _ignore_stops()
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except (KeyboardInterrupt, Stopped) as exc:
+    except BaseException as exc:
+        stop = _stop_within(exc)
+        if stop is None:
+            raise
         _ignore_stops()
-        what, code = ("stopped (SIGTERM)", 143) if isinstance(exc, Stopped) else ("interrupted", 130)
+        what, code = ("stopped (SIGTERM)", 143) if isinstance(stop, Stopped) else ("interrupted", 130)
         print(f"error: {what}; outputs were left as they were, and finished work is kept: run the stage again "
               "to resume", file=sys.stderr)
         leave(code)
+
+
+def _stop_within(exc: BaseException) -> BaseException | None:
+    """The stop that caused `exc`, if one did. A signal's handler can run inside a native library's call back
+    into Python, and the library then reports the stop wrapped in its own error (numba: SystemError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, Stopped)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def leave(code: int) -> None:

@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,3 +95,29 @@ def test_interrupts_mid_training_stop_it_at_once_and_it_resumes(tokenized):
         assert not Path("models/adapter").exists()
     assert "resuming from models/checkpoints/checkpoint-" in finish("train")
     assert Path("models/adapter/adapter_config.json").exists()
+
+
+def test_a_stop_that_a_native_library_wraps_in_its_own_error_still_ends_as_a_stop(tmp_path):
+    """A signal's handler can run inside a compiled library's call back into Python (numba's lazy unpickling in
+    the filter's word scan): the library reports it as a SystemError caused by the stop."""
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import os, signal\n"
+        "from pipeline.stage import main\n"
+        "def run(params):\n"
+        "    try:\n"
+        "        if os.environ['STOP'] == 'none':\n"
+        "            raise ValueError('not a stop')\n"
+        "        signal.raise_signal(getattr(signal, os.environ['STOP']))\n"
+        "    except BaseException as exc:\n"
+        "        raise SystemError('CPUDispatcher returned a result with an exception set') from exc\n"
+        "main(run, 'a stage')\n")
+    for stop_signal, code in (("SIGTERM", 143), ("SIGINT", 130), ("none", 1)):
+        done = subprocess.run([sys.executable, str(script), "--params", str(Path("params.yaml").resolve())],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(Path.cwd()), "STOP": stop_signal})
+        assert done.returncode == code, done.stderr
+        if stop_signal == "none":  # no stop in the chain: the library's error, with its traceback
+            assert "SystemError" in done.stderr and "ValueError: not a stop" in done.stderr, done.stderr
+        else:
+            assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1, done.stderr
