@@ -6,9 +6,9 @@ Input data/plan/ and data/filtered/ come from the demo's plan, prepare and filte
 data and filter sections; run on the CPU, carried over). Checks:
 the loss falls, the saved adapter is not empty (every lora_B trained away from its zero init), and the
 adapter reloaded with PEFT reproduces the trainer's final held-out loss; with export.merge, the export stage's
-merged checkpoint gives the adapted model's logits; with train.fused_lora, the fused projections give PEFT's
-held-out loss with the trained adapter. Overlays apply in order over params.yaml (the defaults: packing, varlen
-attention, Liger, bf16 cast, activation offloading, fused LoRA). Writes bench/results/NAME.json
+merged checkpoint gives the adapted model's logits; with train.fused_lora, the fused projections (float8
+products with train.float8_products) give PEFT's held-out loss with the trained adapter. Overlays apply in order
+over params.yaml (the defaults: packing, varlen attention, Liger, bf16 cast, activation offloading, fused LoRA). Writes bench/results/NAME.json
 (card, library versions, tokens/s, peak memory, the checks) and copies it to $OUT when that is set.
 It replaces models/, data/tokenized/ and reports/ of the checkout it runs in: run it on the device machine.
 """
@@ -71,10 +71,10 @@ def merged_matches_adapter() -> bool:
     return error < 0.1 * effect
 
 
-def fused_matches_peft() -> dict:
+def fused_matches_peft(float8: bool) -> dict:
     """The trained adapter on the 4-bit base: held-out loss through PEFT's layers, then through the fused
-    projections (pipeline/fused_lora.py) on the same model and rows. Equal up to bf16 rounding, or training and
-    serving computed different models."""
+    projections (pipeline/fused_lora.py, with float8 products when training had them) on the same model and
+    rows. Equal up to bf16 (or e4m3) rounding, or training and serving computed different models."""
     import torch
     from datasets import load_from_disk
     from peft import PeftModel
@@ -93,7 +93,7 @@ def fused_matches_peft() -> dict:
         with model.disable_adapter():
             losses = {"base": loss("base")}
         losses["peft"] = loss("peft")
-        fuse(model)
+        fuse(model, float8=float8)
         losses["fused"] = loss("fused")
     difference, effect = abs(losses["fused"] - losses["peft"]), abs(losses["base"] - losses["peft"])
     print(f"held-out loss: PEFT {losses['peft']:.5f}, fused {losses['fused']:.5f}, base {losses['base']:.5f}")
@@ -150,7 +150,8 @@ def main() -> None:
         "accelerate_config": args.accelerate_config,
         "overlays": [str(o) for o in args.overlay],
         "path": {k: getattr(config.train, k) for k in ("attention", "liger", "bf16_cast", "activation_offloading",
-                                                       "fused_lora", "gradient_checkpointing")}
+                                                       "fused_lora", "float8_products",
+                                                       "gradient_checkpointing")}
         | {"packing": config.tokenize.packing, "merge": config.export.merge},
         "model": json.loads((ROOT / "models/base/config.json").read_text()).get("architectures"),
         "versions": environment()["libraries"],
@@ -173,7 +174,7 @@ def main() -> None:
     if config.export.merge:
         result["checks"]["merged_matches_adapter"] = merged_matches_adapter()
     if config.train.fused_lora and torch.cuda.is_available():
-        result["fused_vs_peft"] = fused_matches_peft()
+        result["fused_vs_peft"] = fused_matches_peft(config.train.float8_products)
         result["checks"]["fused_matches_peft"] = result["fused_vs_peft"]["ok"]
     print(json.dumps(result, indent=2))
     save(args.name, result)
