@@ -8,8 +8,9 @@ the loss falls, the saved adapter is not empty (every lora_B trained away from i
 adapter reloaded with PEFT reproduces the trainer's final held-out loss; with export.merge, the export stage's
 merged checkpoint gives the adapted model's logits; with train.fused_lora, the fused projections (float8
 products with train.float8_products) give PEFT's held-out loss with the trained adapter. Overlays apply in order
-over params.yaml (the defaults: packing, varlen attention, Liger, bf16 cast, activation offloading, fused LoRA). Writes bench/results/NAME.json
-(card, library versions, tokens/s, peak memory, the checks) and copies it to $OUT when that is set.
+over params.yaml (the defaults: packing, varlen attention, Liger, bf16 cast, activation offloading, fused LoRA).
+Writes bench/results/NAME.json (card, library versions, tokens/s, peak memory, the checks) and copies it to
+$OUT when that is set.
 It replaces models/, data/tokenized/ and reports/ of the checkout it runs in: run it on the device machine.
 """
 from __future__ import annotations
