@@ -65,19 +65,20 @@ def main(run: Callable[..., dict], description: str, *arguments: str) -> None:
         # Done: a stop from here on changes nothing. Ignored, not left to Python, whose shutdown restores the
         # default handlers, so a signal in the last milliseconds would end a finished stage by the signal
         _ignore_stops()
-    except PipelineError as exc:
-        _ignore_stops()
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
     except BaseException as exc:
-        stop = _stop_within(exc)
-        if stop is None:
-            raise
         _ignore_stops()
-        what, code = ("stopped (SIGTERM)", 143) if isinstance(stop, Stopped) else ("interrupted", 130)
-        print(f"error: {what}; outputs were left as they were, and finished work is kept: run the stage again "
-              "to resume", file=sys.stderr)
-        leave(code)
+        # a stop first, whatever carries it: a library may wrap it in its own error, or a source's reader in a
+        # PipelineError about the file it was reading
+        stop = _stop_within(exc)
+        if stop is not None:
+            what, code = ("stopped (SIGTERM)", 143) if isinstance(stop, Stopped) else ("interrupted", 130)
+            print(f"error: {what}; outputs were left as they were, and finished work is kept: run the stage "
+                  "again to resume", file=sys.stderr)
+            leave(code)
+        if isinstance(exc, PipelineError):
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        raise
 
 
 def _stop_within(exc: BaseException) -> BaseException | None:

@@ -99,10 +99,12 @@ def test_interrupts_mid_training_stop_it_at_once_and_it_resumes(tokenized):
 
 def test_a_stop_that_a_native_library_wraps_in_its_own_error_still_ends_as_a_stop(tmp_path):
     """A signal's handler can run inside a compiled library's call back into Python (numba's lazy unpickling in
-    the filter's word scan): the library reports it as a SystemError caused by the stop."""
+    the filter's word scan): the library reports it as a SystemError caused by the stop. A source's reader may
+    turn it into a PipelineError naming its file: still a stop."""
     script = tmp_path / "stage.py"
     script.write_text(
         "import os, signal\n"
+        "from pipeline.errors import PipelineError\n"
         "from pipeline.stage import main\n"
         "def run(params):\n"
         "    try:\n"
@@ -110,12 +112,15 @@ def test_a_stop_that_a_native_library_wraps_in_its_own_error_still_ends_as_a_sto
         "            raise ValueError('not a stop')\n"
         "        signal.raise_signal(getattr(signal, os.environ['STOP']))\n"
         "    except BaseException as exc:\n"
+        "        if os.environ.get('WRAP') == 'PipelineError':\n"
+        "            raise PipelineError('data/x.parquet: cannot read')\n"
         "        raise SystemError('CPUDispatcher returned a result with an exception set') from exc\n"
         "main(run, 'a stage')\n")
-    for stop_signal, code in (("SIGTERM", 143), ("SIGINT", 130), ("none", 1)):
+    for stop_signal, wrap, code in (("SIGTERM", "SystemError", 143), ("SIGINT", "SystemError", 130),
+                                    ("SIGINT", "PipelineError", 130), ("none", "SystemError", 1)):
         done = subprocess.run([sys.executable, str(script), "--params", str(Path("params.yaml").resolve())],
                               capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "PYTHONPATH": str(Path.cwd()), "STOP": stop_signal})
+                              env={**os.environ, "PYTHONPATH": str(Path.cwd()), "STOP": stop_signal, "WRAP": wrap})
         assert done.returncode == code, done.stderr
         if stop_signal == "none":  # no stop in the chain: the library's error, with its traceback
             assert "SystemError" in done.stderr and "ValueError: not a stop" in done.stderr, done.stderr
